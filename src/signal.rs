@@ -1,0 +1,308 @@
+//! `Signal`: a list of closures ("slots") to call when something happens, as icey's
+//! `Signal<void(Args...)>`.
+//!
+//! Slots are attached with `+=` (on a signal you can borrow mutably) or [`Signal::attach`]
+//! (through a shared reference), which returns a [`SlotId`] for [`Signal::detach`].
+//!
+//! Emission is re-entrant: a slot may detach itself or any other slot, attach new slots, or
+//! emit the same signal again while it runs. Slots attached during an emission are first called
+//! by the next one; a slot detached during an emission is not called afterwards; a slot that is
+//! already running is skipped by a nested emission instead of being re-entered. Emitting does
+//! not allocate.
+//!
+//! A signal is a cheap, clonable handle: clones share the same slots.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+/// Identifies an attached slot, for [`Signal::detach`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SlotId(u64);
+
+struct Entry<F: ?Sized> {
+    id: SlotId,
+    slot: Rc<RefCell<Box<F>>>,
+    alive: Cell<bool>,
+}
+
+struct Slots<F: ?Sized> {
+    entries: RefCell<Vec<Entry<F>>>,
+    next_id: Cell<u64>,
+    /// Depth of emissions in progress; detached entries are only removed at depth 0 so that
+    /// indices stay stable while an emission walks the list.
+    emitting: Cell<u32>,
+    dirty: Cell<bool>,
+}
+
+/// A signal whose slots have the closure type `F`, e.g. `Signal<dyn FnMut(&[u8])>`.
+pub struct Signal<F: ?Sized> {
+    slots: Rc<Slots<F>>,
+}
+
+impl<F: ?Sized> Clone for Signal<F> {
+    fn clone(&self) -> Self {
+        Signal {
+            slots: self.slots.clone(),
+        }
+    }
+}
+
+impl<F: ?Sized> Default for Signal<F> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<F: ?Sized> std::fmt::Debug for Signal<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Signal({} slots)", self.len())
+    }
+}
+
+impl<F: ?Sized> Signal<F> {
+    /// A signal with no slots.
+    pub fn new() -> Self {
+        Signal {
+            slots: Rc::new(Slots {
+                entries: RefCell::new(Vec::new()),
+                next_id: Cell::new(1),
+                emitting: Cell::new(0),
+                dirty: Cell::new(false),
+            }),
+        }
+    }
+
+    /// Attaches an already boxed slot. Prefer `attach` / `+=`, which box for you.
+    pub fn attach_boxed(&self, slot: Box<F>) -> SlotId {
+        let id = SlotId(self.slots.next_id.get());
+        self.slots.next_id.set(id.0 + 1);
+        self.slots.entries.borrow_mut().push(Entry {
+            id,
+            slot: Rc::new(RefCell::new(slot)),
+            alive: Cell::new(true),
+        });
+        id
+    }
+
+    /// Detaches a slot. Returns false if it was not attached (or already detached). Safe to
+    /// call from inside any slot, including the one being detached.
+    pub fn detach(&self, id: SlotId) -> bool {
+        let mut found = false;
+        {
+            let entries = self.slots.entries.borrow();
+            if let Some(e) = entries.iter().find(|e| e.id == id && e.alive.get()) {
+                e.alive.set(false);
+                found = true;
+            }
+        }
+        if found {
+            self.slots.dirty.set(true);
+            self.compact_if_idle();
+        }
+        found
+    }
+
+    /// Detaches every slot.
+    pub fn clear(&self) {
+        for e in self.slots.entries.borrow().iter() {
+            e.alive.set(false);
+        }
+        self.slots.dirty.set(true);
+        self.compact_if_idle();
+    }
+
+    /// Number of attached slots.
+    pub fn len(&self) -> usize {
+        self.slots
+            .entries
+            .borrow()
+            .iter()
+            .filter(|e| e.alive.get())
+            .count()
+    }
+
+    /// True when no slot is attached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Calls `call` with each slot, in the order they were attached. `call` receives the slot
+    /// and invokes it, e.g. `signal.emit(|slot| slot(conn, data))`. Returns how many slots ran.
+    pub fn emit(&self, mut call: impl FnMut(&mut F)) -> usize {
+        let slots = &self.slots;
+        // Slots attached during this emission are left for the next one.
+        let end = slots.entries.borrow().len();
+        if end == 0 {
+            return 0;
+        }
+        slots.emitting.set(slots.emitting.get() + 1);
+        // Restores the depth even if a slot panics, so the signal stays usable afterwards.
+        struct Depth<'a, F: ?Sized>(&'a Signal<F>);
+        impl<F: ?Sized> Drop for Depth<'_, F> {
+            fn drop(&mut self) {
+                let s = &self.0.slots;
+                s.emitting.set(s.emitting.get() - 1);
+                self.0.compact_if_idle();
+            }
+        }
+        let _depth = Depth(self);
+        let mut ran = 0;
+        for i in 0..end {
+            let slot = {
+                let entries = slots.entries.borrow();
+                match entries.get(i) {
+                    Some(e) if e.alive.get() => e.slot.clone(),
+                    _ => continue,
+                }
+            };
+            // A slot already running further up the stack is not re-entered.
+            let borrowed = slot.try_borrow_mut();
+            if let Ok(mut f) = borrowed {
+                call(&mut **f);
+                ran += 1;
+            }
+        }
+        ran
+    }
+
+    fn compact_if_idle(&self) {
+        let s = &self.slots;
+        if s.emitting.get() == 0 && s.dirty.replace(false) {
+            // Take the dead entries out first and drop them after the borrow ends: dropping a
+            // slot may drop captured values whose own Drop touches this signal.
+            let dead: Vec<Entry<F>> = {
+                let mut entries = s.entries.borrow_mut();
+                let mut dead = Vec::new();
+                let mut i = 0;
+                while i < entries.len() {
+                    if entries[i].alive.get() {
+                        i += 1;
+                    } else {
+                        dead.push(entries.remove(i));
+                    }
+                }
+                dead
+            };
+            drop(dead);
+        }
+    }
+}
+
+/// Implements `attach` and `+=` for the closure signatures used in this crate. Each signature
+/// gets its own impl so that closure parameter types are inferred from the signal.
+macro_rules! signal_signature {
+    ($( ($($arg:ty),*) ),* $(,)?) => {$(
+        impl Signal<dyn FnMut($($arg),*)> {
+            /// Attaches a closure; returns its id for [`Signal::detach`].
+            pub fn attach<C>(&self, slot: C) -> SlotId
+            where
+                C: FnMut($($arg),*) + 'static,
+            {
+                self.attach_boxed(Box::new(slot))
+            }
+        }
+
+        impl<C> std::ops::AddAssign<C> for Signal<dyn FnMut($($arg),*)>
+        where
+            C: FnMut($($arg),*) + 'static,
+        {
+            /// `signal += closure`, icey's way to attach a slot.
+            fn add_assign(&mut self, slot: C) {
+                self.attach_boxed(Box::new(slot));
+            }
+        }
+    )*};
+}
+pub(crate) use signal_signature;
+
+signal_signature!((), (i32));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attach_emit_detach() {
+        let mut sig: Signal<dyn FnMut(i32)> = Signal::new();
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let s = seen.clone();
+        sig += move |v| s.borrow_mut().push(("a", v));
+        let s = seen.clone();
+        let id = sig.attach(move |v| s.borrow_mut().push(("b", v)));
+        assert_eq!(sig.emit(|f| f(1)), 2);
+        assert!(sig.detach(id));
+        assert!(!sig.detach(id));
+        sig.emit(|f| f(2));
+        assert_eq!(*seen.borrow(), vec![("a", 1), ("b", 1), ("a", 2)]);
+    }
+
+    #[test]
+    fn slot_detaches_itself_and_attaches_another() {
+        let sig: Signal<dyn FnMut()> = Signal::new();
+        let calls = Rc::new(Cell::new(0));
+        let id_cell = Rc::new(Cell::new(None));
+        let (s, c, idc) = (sig.clone(), calls.clone(), id_cell.clone());
+        let id = sig.attach(move || {
+            c.set(c.get() + 1);
+            s.detach(idc.get().unwrap());
+            let c2 = c.clone();
+            s.attach(move || c2.set(c2.get() + 100));
+        });
+        id_cell.set(Some(id));
+        // The new slot is not called by the emission that attached it.
+        assert_eq!(sig.emit(|f| f()), 1);
+        assert_eq!(calls.get(), 1);
+        assert_eq!(sig.len(), 1);
+        sig.emit(|f| f());
+        assert_eq!(calls.get(), 101);
+    }
+
+    #[test]
+    fn slot_detaches_a_later_slot_which_is_then_skipped() {
+        let sig: Signal<dyn FnMut()> = Signal::new();
+        let hits = Rc::new(Cell::new(0));
+        let later = Rc::new(Cell::new(None));
+        let (s, l) = (sig.clone(), later.clone());
+        sig.attach(move || {
+            s.detach(l.get().unwrap());
+        });
+        let h = hits.clone();
+        later.set(Some(sig.attach(move || h.set(h.get() + 1))));
+        sig.emit(|f| f());
+        assert_eq!(hits.get(), 0);
+        assert_eq!(sig.len(), 1);
+    }
+
+    #[test]
+    fn nested_emit_skips_running_slot() {
+        let sig: Signal<dyn FnMut(i32)> = Signal::new();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let (s, l) = (sig.clone(), log.clone());
+        sig.attach(move |depth| {
+            l.borrow_mut().push(depth);
+            if depth == 0 {
+                s.emit(|f| f(1));
+            }
+        });
+        let l = log.clone();
+        sig.attach(move |depth| l.borrow_mut().push(10 + depth));
+        sig.emit(|f| f(0));
+        // Slot 1 is running when the nested emission happens, so only slot 2 sees depth 1.
+        assert_eq!(*log.borrow(), vec![0, 11, 10]);
+    }
+
+    #[test]
+    fn panicking_slot_leaves_signal_usable() {
+        let sig: Signal<dyn FnMut()> = Signal::new();
+        sig.attach(|| panic!("boom"));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sig.emit(|f| f())));
+        assert!(r.is_err());
+        sig.clear();
+        assert!(sig.is_empty());
+        let hit = Rc::new(Cell::new(false));
+        let h = hit.clone();
+        sig.attach(move || h.set(true));
+        sig.emit(|f| f());
+        assert!(hit.get());
+    }
+}
