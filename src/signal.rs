@@ -121,6 +121,11 @@ impl<F: ?Sized> Signal<F> {
             .count()
     }
 
+    /// True when another handle (a clone) shares these slots.
+    pub fn is_shared(&self) -> bool {
+        Rc::strong_count(&self.slots) > 1
+    }
+
     /// True when no slot is attached.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -192,9 +197,9 @@ impl<F: ?Sized> Signal<F> {
 /// gets its own impl so that closure parameter types are inferred from the signal.
 macro_rules! signal_signature {
     ($( ($($arg:ty),*) ),* $(,)?) => {$(
-        impl Signal<dyn FnMut($($arg),*)> {
+        impl $crate::signal::Signal<dyn FnMut($($arg),*)> {
             /// Attaches a closure; returns its id for [`Signal::detach`].
-            pub fn attach<C>(&self, slot: C) -> SlotId
+            pub fn attach<C>(&self, slot: C) -> $crate::signal::SlotId
             where
                 C: FnMut($($arg),*) + 'static,
             {
@@ -202,7 +207,7 @@ macro_rules! signal_signature {
             }
         }
 
-        impl<C> std::ops::AddAssign<C> for Signal<dyn FnMut($($arg),*)>
+        impl<C> std::ops::AddAssign<C> for $crate::signal::Signal<dyn FnMut($($arg),*)>
         where
             C: FnMut($($arg),*) + 'static,
         {

@@ -1,0 +1,174 @@
+//! The sample server of the README's Quick start (icey's `httpechoserver`).
+//!
+//! Routes:
+//! - `GET /`              → 200 `Hello, World!`
+//! - `POST|PUT /echo`     → the request body, streamed back as it arrives (any size)
+//! - `GET /big?bytes=N`   → an N-byte body, sent without copying
+//! - `GET /status/N`      → status N with no body
+//! - anything else        → 404
+//!
+//! Flags: `--host` (0.0.0.0), `--port` (1337; 0 picks one), `--idle-timeout-ms`,
+//! `--header-timeout-ms`. Prints `listening on http://HOST:PORT` once bound; SIGINT or
+//! SIGTERM stops it gracefully (exit code 0). `UVHTTP_LOG=debug` shows connection logs.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use uvhttp::http::{Method, Server, ServerConnection, ServerConnectionPtr, StatusCode};
+use uvhttp::uv;
+
+/// 64 KiB of filler, sliced for `/big` so large bodies go out without per-request copies.
+static BLOCK: [u8; 65536] = [b'x'; 65536];
+
+fn main() {
+    support::init_logging();
+    let args = support::Args::from_env();
+    let host = args.value("host").unwrap_or_else(|| "0.0.0.0".to_string());
+    let port: u16 = args.parse("port", 1337);
+
+    let mut srv = match Server::new(&host, port) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("httpechoserver: {e}");
+            std::process::exit(1);
+        }
+    };
+    srv.configure(|o| {
+        if let Some(ms) = args.value("idle-timeout-ms") {
+            o.idle_timeout = Duration::from_millis(ms.parse().unwrap_or(60_000));
+        }
+        if let Some(ms) = args.value("header-timeout-ms") {
+            o.header_timeout = Duration::from_millis(ms.parse().unwrap_or(10_000));
+        }
+    });
+
+    srv.connection += |conn: ServerConnectionPtr| route(&conn);
+
+    if let Err(e) = srv.start() {
+        eprintln!("httpechoserver: {e}");
+        std::process::exit(1);
+    }
+    let addr = srv.address().expect("bound");
+    println!("listening on http://{addr}");
+
+    // Graceful stop on SIGINT / SIGTERM: the loop returns once every connection has closed.
+    let srv = Rc::new(srv);
+    let watchers: Rc<RefCell<Vec<uv::SignalHandle>>> = Rc::new(RefCell::new(Vec::new()));
+    for signum in [uv::SIGINT, uv::SIGTERM] {
+        let watcher = uv::SignalHandle::new(uv::default_loop()).expect("signal handle");
+        let (srv, watchers_in_cb) = (srv.clone(), watchers.clone());
+        watcher
+            .start(signum, move |_| {
+                eprintln!("httpechoserver: stopping");
+                srv.stop();
+                // Close the watchers too, so nothing keeps the loop alive.
+                watchers_in_cb.borrow_mut().clear();
+            })
+            .expect("watch signal");
+        watchers.borrow_mut().push(watcher);
+    }
+
+    uv::run(uv::default_loop(), uv::RunMode::Default);
+    drop(srv);
+    // Let the last close callbacks run, then check that nothing leaked.
+    uv::run(uv::default_loop(), uv::RunMode::NoWait);
+    // SAFETY: the loop is not used after this point.
+    if let Err(e) = unsafe { uv::default_loop().close() } {
+        eprintln!("httpechoserver: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn route(conn: &ServerConnection) {
+    let (method, path) = {
+        let req = conn.request();
+        (req.method(), req.path().to_string())
+    };
+    match (method, path.as_str()) {
+        (Method::Get | Method::Head, "/") => {
+            let _ = conn.respond(StatusCode::OK, "text/plain", b"Hello, World!");
+        }
+        (Method::Post | Method::Put, "/echo") => echo(conn),
+        (Method::Get | Method::Head, "/big") => big(conn),
+        (Method::Get | Method::Head, p) if p.starts_with("/status/") => status(conn, &p[8..]),
+        _ => {
+            let _ = conn.respond(StatusCode::NOT_FOUND, "text/plain", b"Not Found\n");
+        }
+    }
+}
+
+/// Streams the body back chunk by chunk as it arrives: no buffering of the whole body.
+fn echo(conn: &ServerConnection) {
+    let (length, content_type) = {
+        let req = conn.request();
+        (
+            req.content_length(),
+            req.header("content-type")
+                .unwrap_or("application/octet-stream")
+                .to_string(),
+        )
+    };
+    let resp = conn.response();
+    resp.set_status(StatusCode::OK)
+        .set_content_type(&content_type);
+    match length {
+        Some(n) => {
+            resp.set_content_length(n);
+        }
+        None => {
+            resp.set_chunked_transfer_encoding(true);
+        }
+    }
+    if conn.send_header().is_err() {
+        return;
+    }
+    conn.payload.attach(|conn, chunk| {
+        let _ = conn.send(chunk);
+    });
+    conn.request_complete_signal.attach(|conn| {
+        let _ = conn.complete();
+    });
+}
+
+fn big(conn: &ServerConnection) {
+    let bytes: u64 = conn
+        .request()
+        .query_param("bytes")
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(0);
+    let resp = conn.response();
+    resp.set_status(StatusCode::OK)
+        .set_content_type("application/octet-stream")
+        .set_content_length(bytes);
+    if conn.send_header().is_err() {
+        return;
+    }
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(BLOCK.len() as u64) as usize;
+        let slice: &'static [u8] = &BLOCK[..n];
+        if conn.send_owned(slice).is_err() {
+            return;
+        }
+        left -= n as u64;
+    }
+}
+
+fn status(conn: &ServerConnection, code: &str) {
+    match code.parse::<u16>().ok().and_then(StatusCode::from_u16) {
+        Some(s) if s.as_u16() >= 200 => {
+            let _ = conn.respond(s, "", b"");
+        }
+        _ => {
+            let _ = conn.respond(
+                StatusCode::BAD_REQUEST,
+                "text/plain",
+                b"status must be a number from 200 to 999\n",
+            );
+        }
+    }
+}

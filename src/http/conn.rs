@@ -1,0 +1,849 @@
+//! The server side of one TCP (or TLS) connection: reads requests, hands them to the
+//! application, keeps responses in request order, and enforces limits and timeouts.
+//!
+//! Data flow: the socket calls `on_data`; `process` parses heads and bodies straight out of the
+//! read buffer (unparsed leftovers are copied to `inbuf` only when a head or chunk line is split
+//! across reads); each request becomes a [`ServerConnection`] in `pipeline`. The first one in
+//! line writes to the socket, later ones buffer. When the first completes, the next is promoted.
+//!
+//! Re-entrancy: application code runs inside `process` (signals, responders) and may call back
+//! in (send, complete, close). No `RefCell` borrow of this struct is held across a call into
+//! application code, and `process` never runs nested: a resume requested from inside it is
+//! picked up by the running loop.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::{Rc, Weak};
+
+use super::body::{BodyDecoder, BodyLimits};
+use super::decode::{BodyKind, HeadLimits, HeadParser, HttpError};
+use super::server::ServerShared;
+use super::server_connection::{ServerConnection, ServerConnectionPtr};
+use super::status::StatusCode;
+use crate::net::{pool, Socket, SocketHandler};
+use crate::uv::{panic_message, OwnedBuf, UvError};
+
+/// Settings a connection needs on its hot path, fixed when the server starts.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnConfig {
+    pub head_limits: HeadLimits,
+    pub body_limits: BodyLimits,
+    pub max_body_size: u64,
+    pub max_pipelined: usize,
+    pub high_water: usize,
+    pub header_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub body_timeout_ms: u64,
+    pub write_timeout_ms: u64,
+    pub linger_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for (the rest of) a request head.
+    Head,
+    /// Reading the body of `body_exchange`.
+    Body,
+    /// No more requests will be read (error, `Connection: close`, stop); input is ignored.
+    Discard,
+}
+
+pub(crate) struct ConnCore {
+    me: Weak<ConnCore>,
+    server: Rc<ServerShared>,
+    config: Rc<ConnConfig>,
+    socket: Rc<dyn Socket>,
+    slot: Cell<usize>,
+    phase: Cell<Phase>,
+    parser: RefCell<HeadParser>,
+    body: RefCell<BodyDecoder>,
+    body_exchange: RefCell<Option<Rc<ServerConnection>>>,
+    body_received: Cell<u64>,
+    /// The object the next head is parsed into.
+    next: RefCell<Option<Rc<ServerConnection>>>,
+    /// Unparsed bytes kept between reads (pooled; empty when there are none).
+    inbuf: RefCell<Vec<u8>>,
+    pipeline: RefCell<VecDeque<Rc<ServerConnection>>>,
+    // Timing, in loop milliseconds.
+    idle_since: Cell<u64>,
+    head_started: Cell<Option<u64>>,
+    last_read: Cell<u64>,
+    write_progress: Cell<(u64, u64)>,
+    closing_since: Cell<Option<u64>>,
+    // State.
+    first_request: Cell<bool>,
+    draining: Cell<bool>,
+    peer_eof: Cell<bool>,
+    closed: Cell<bool>,
+    processing: Cell<bool>,
+    reading_paused: Cell<bool>,
+    app_paused: Cell<bool>,
+}
+
+impl ConnCore {
+    pub(crate) fn new(
+        server: Rc<ServerShared>,
+        config: Rc<ConnConfig>,
+        socket: Rc<dyn Socket>,
+    ) -> Rc<ConnCore> {
+        let now = server.now();
+        let body_limits = config.body_limits.clone();
+        let core = Rc::new_cyclic(|me| ConnCore {
+            me: me.clone(),
+            server,
+            socket,
+            slot: Cell::new(usize::MAX),
+            phase: Cell::new(Phase::Head),
+            parser: RefCell::new(HeadParser::new()),
+            body: RefCell::new(BodyDecoder::new(BodyKind::None, body_limits)),
+            body_exchange: RefCell::new(None),
+            body_received: Cell::new(0),
+            next: RefCell::new(None),
+            inbuf: RefCell::new(Vec::new()),
+            pipeline: RefCell::new(VecDeque::new()),
+            idle_since: Cell::new(now),
+            head_started: Cell::new(None),
+            last_read: Cell::new(now),
+            write_progress: Cell::new((0, now)),
+            closing_since: Cell::new(None),
+            first_request: Cell::new(true),
+            draining: Cell::new(false),
+            peer_eof: Cell::new(false),
+            closed: Cell::new(false),
+            processing: Cell::new(false),
+            reading_paused: Cell::new(false),
+            app_paused: Cell::new(false),
+            config,
+        });
+        core.socket.set_high_water_mark(core.config.high_water);
+        let handler: Weak<dyn SocketHandler> = core.me.clone() as Weak<dyn SocketHandler>;
+        core.socket.set_handler(handler);
+        core
+    }
+
+    pub(crate) fn set_slot(&self, slot: usize) {
+        self.slot.set(slot);
+    }
+
+    pub(crate) fn start(&self) {
+        self.socket.resume_reading();
+    }
+
+    pub(crate) fn now(&self) -> u64 {
+        self.server.now()
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.get() || self.server.is_stopping()
+    }
+
+    pub(crate) fn peer_addr(&self) -> Option<SocketAddr> {
+        self.socket.peer_addr()
+    }
+
+    // ---- output, used by ServerConnection ------------------------------------------------
+
+    pub(crate) fn write(&self, data: &[u8]) {
+        self.socket.write(data);
+    }
+
+    pub(crate) fn write_owned(&self, buf: OwnedBuf) {
+        self.socket.write_owned(buf);
+    }
+
+    pub(crate) fn socket_cork(&self) {
+        self.socket.cork();
+    }
+
+    pub(crate) fn socket_uncork(&self) {
+        if let Err(e) = self.socket.uncork() {
+            log::debug!("write to {:?} failed: {e}", self.socket.peer_addr());
+            self.finish_close(Some(e));
+        }
+    }
+
+    pub(crate) fn over_high_water(&self, extra: usize) -> bool {
+        self.socket.is_over_high_water()
+            || self.socket.queued_bytes() + extra >= self.config.high_water
+    }
+
+    // ---- reading ---------------------------------------------------------------------------
+
+    fn process_input(&self, data: &[u8]) {
+        let me = self.me.upgrade().expect("called through a live Rc");
+        self.socket.cork();
+        let has_leftover = !self.inbuf.borrow().is_empty();
+        if !has_leftover {
+            let used = self.process(data);
+            if used < data.len() && !self.closed.get() && self.phase.get() != Phase::Discard {
+                let mut inbuf = self.inbuf.borrow_mut();
+                if inbuf.capacity() == 0 {
+                    *inbuf = pool::take_bytes();
+                }
+                inbuf.extend_from_slice(&data[used..]);
+            }
+        } else {
+            let mut buf = std::mem::take(&mut *self.inbuf.borrow_mut());
+            buf.extend_from_slice(data);
+            let used = self.process(&buf);
+            buf.drain(..used);
+            self.store_leftover(buf);
+        }
+        self.socket_uncork();
+        self.update_read_state();
+        drop(me);
+    }
+
+    /// Parses what is buffered (after reading was paused for the pipeline bound).
+    fn process_buffered(&self) {
+        if self.processing.get() || self.closed.get() || self.inbuf.borrow().is_empty() {
+            return;
+        }
+        let me = self.me.upgrade().expect("called through a live Rc");
+        self.socket.cork();
+        let buf = std::mem::take(&mut *self.inbuf.borrow_mut());
+        let mut buf = buf;
+        let used = self.process(&buf);
+        buf.drain(..used);
+        self.store_leftover(buf);
+        self.socket_uncork();
+        self.update_read_state();
+        drop(me);
+    }
+
+    fn store_leftover(&self, buf: Vec<u8>) {
+        if buf.is_empty() || self.closed.get() || self.phase.get() == Phase::Discard {
+            pool::give_bytes(buf);
+        } else {
+            *self.inbuf.borrow_mut() = buf;
+        }
+    }
+
+    /// Parses requests out of `buf`; returns how many bytes were consumed.
+    fn process(&self, buf: &[u8]) -> usize {
+        if self.processing.replace(true) {
+            return 0;
+        }
+        let mut pos = 0;
+        while pos < buf.len() && !self.closed.get() {
+            match self.phase.get() {
+                Phase::Discard => {
+                    pos = buf.len();
+                }
+                Phase::Head => {
+                    if self.must_wait_before_next_request() {
+                        break;
+                    }
+                    match self.parse_head(&buf[pos..]) {
+                        Ok(Some((len, kind, ex))) => {
+                            pos += len;
+                            self.start_request(ex, kind);
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            self.reject(&e);
+                            pos = buf.len();
+                        }
+                    }
+                }
+                Phase::Body => {
+                    let step = self.body.borrow_mut().decode(&buf[pos..]);
+                    match step {
+                        Ok(step) => {
+                            let start = pos;
+                            pos += step.consumed;
+                            if let Some(range) = step.data {
+                                let chunk = &buf[start + range.start..start + range.end];
+                                if !self.deliver_body(chunk) {
+                                    pos = buf.len();
+                                    continue;
+                                }
+                            }
+                            if step.done {
+                                self.finish_request();
+                            } else if step.consumed == 0 {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            self.body_error(&e);
+                            pos = buf.len();
+                        }
+                    }
+                }
+            }
+        }
+        self.processing.set(false);
+        pos
+    }
+
+    /// The pipeline is full, or the output queue is over its high-water mark: stop taking new
+    /// requests until responses drain (backpressure instead of unbounded buffering).
+    fn must_wait_before_next_request(&self) -> bool {
+        self.pipeline.borrow().len() >= self.config.max_pipelined
+            || self.socket.is_over_high_water()
+            || self.app_paused.get()
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn parse_head(
+        &self,
+        buf: &[u8],
+    ) -> Result<Option<(usize, BodyKind, Rc<ServerConnection>)>, HttpError> {
+        if self.head_started.get().is_none() {
+            self.head_started.set(Some(self.now()));
+        }
+        let ex = self
+            .next
+            .borrow_mut()
+            .take()
+            .unwrap_or_else(|| self.server.take_exchange());
+        let result = {
+            let mut req = ex.request_mut();
+            self.parser
+                .borrow_mut()
+                .parse_request(buf, &self.config.head_limits, &mut req)
+        };
+        match result {
+            Ok(Some((len, kind))) => {
+                self.head_started.set(None);
+                Ok(Some((len, kind, ex)))
+            }
+            Ok(None) => {
+                *self.next.borrow_mut() = Some(ex);
+                Ok(None)
+            }
+            Err(e) => {
+                self.server.recycle_exchange(ex);
+                Err(e)
+            }
+        }
+    }
+
+    fn start_request(&self, ex: Rc<ServerConnection>, kind: BodyKind) {
+        self.first_request.set(false);
+        ex.attach_core(self.me.clone());
+        if let BodyKind::Length(n) = kind {
+            if n > self.config.max_body_size {
+                let e = HttpError {
+                    status: StatusCode::PAYLOAD_TOO_LARGE,
+                    reason: "request body larger than the server's limit",
+                };
+                self.server.recycle_exchange(ex);
+                self.reject(&e);
+                return;
+            }
+        }
+        let body_done = matches!(kind, BodyKind::None | BodyKind::Length(0));
+        let keep_alive = ex.request().keep_alive();
+        {
+            let mut pipeline = self.pipeline.borrow_mut();
+            if pipeline.is_empty() {
+                ex.set_head(true);
+            }
+            pipeline.push_back(ex.clone());
+        }
+        if !keep_alive {
+            // The client said this is its last request.
+            self.draining.set(true);
+        }
+        if !body_done {
+            self.body.borrow_mut().reset(kind);
+            self.body_received.set(0);
+            *self.body_exchange.borrow_mut() = Some(ex.clone());
+            self.phase.set(Phase::Body);
+        }
+
+        // Application: factory, responder.on_headers, then the connection signal.
+        if let Some(factory) = self.server.factory() {
+            let ok = self.guarded(&ex, "ServerConnectionFactory::create_responder", || {
+                ex.set_responder(factory.create_responder(&ex));
+            });
+            if !ok {
+                return;
+            }
+        }
+        if !self.guarded(&ex, "ServerResponder::on_headers", || {
+            ex.with_responder(|r, c| r.on_headers(c))
+        }) {
+            return;
+        }
+        let signal = self.server.connection_signal();
+        if !signal.is_empty() {
+            let ptr = ServerConnectionPtr::new(ex.clone());
+            if !self.guarded(&ex, "connection handler", || {
+                signal.emit(|slot| slot(ptr.clone()));
+            }) {
+                return;
+            }
+            drop(ptr);
+        }
+
+        if body_done {
+            self.complete_request(&ex);
+        } else if ex.request().expects_continue() && !ex.headers_sent() && !self.closed.get() {
+            // The application has not refused the body: invite the client to send it.
+            if ex.is_complete() {
+                // It answered already without reading the body: no 100.
+            } else if self.pipeline.borrow().front().map(|f| Rc::ptr_eq(f, &ex)) == Some(true) {
+                self.socket
+                    .write_owned(OwnedBuf::Static(b"HTTP/1.1 100 Continue\r\n\r\n"));
+            }
+        }
+    }
+
+    /// Runs application code for `ex`; a panic becomes a 500 (or a cut connection) for this
+    /// request only. Returns false if it panicked.
+    fn guarded(&self, ex: &ServerConnection, what: &str, f: impl FnOnce()) -> bool {
+        match catch_unwind(AssertUnwindSafe(f)) {
+            Ok(()) => true,
+            Err(payload) => {
+                log::error!(
+                    "panic in {what} for {} {} (from {:?}): {}",
+                    ex.request().method_str(),
+                    ex.request().path(),
+                    self.socket.peer_addr(),
+                    panic_message(&*payload)
+                );
+                ex.fail_after_panic();
+                self.draining.set(true);
+                if self.phase.get() == Phase::Body {
+                    self.phase.set(Phase::Discard);
+                }
+                false
+            }
+        }
+    }
+
+    /// Hands a body chunk to the application. Returns false if the connection is done.
+    fn deliver_body(&self, chunk: &[u8]) -> bool {
+        let Some(ex) = self.body_exchange.borrow().clone() else {
+            return true;
+        };
+        let total = self.body_received.get() + chunk.len() as u64;
+        self.body_received.set(total);
+        if total > self.config.max_body_size {
+            self.body_error(&HttpError {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                reason: "chunked request body larger than the server's limit",
+            });
+            return false;
+        }
+        if ex.is_complete() {
+            // Answered early; the body is read to keep the stream in sync, not delivered.
+            return true;
+        }
+        let ok = self.guarded(&ex, "ServerResponder::on_payload", || {
+            ex.with_responder(|r, c| r.on_payload(c, chunk))
+        }) && self.guarded(&ex, "payload handler", || {
+            ex.payload.emit(|slot| slot(&ex, chunk));
+        });
+        ok && !self.closed.get()
+    }
+
+    fn finish_request(&self) {
+        let ex = self.body_exchange.borrow_mut().take();
+        if self.phase.get() == Phase::Body {
+            self.phase.set(Phase::Head);
+        }
+        if let Some(ex) = ex {
+            ex.set_trailers(self.body.borrow().trailers());
+            self.complete_request(&ex);
+        }
+    }
+
+    fn complete_request(&self, ex: &Rc<ServerConnection>) {
+        ex.mark_request_complete();
+        let ok = self.guarded(ex, "ServerResponder::on_request", || {
+            ex.with_responder(|r, c| r.on_request(c))
+        }) && self.guarded(ex, "request_complete handler", || {
+            ex.request_complete_signal.emit(|slot| slot(ex));
+        });
+        if ok {
+            ex.check_abandoned();
+        }
+        if self.draining.get() {
+            self.phase.set(Phase::Discard);
+        }
+        self.maybe_close_when_idle();
+    }
+
+    /// Answers a request we cannot serve (malformed, too large, timed out) and closes after
+    /// the responses before it.
+    fn reject(&self, e: &HttpError) {
+        log::debug!(
+            "rejecting request from {:?}: {} ({})",
+            self.socket.peer_addr(),
+            e.status,
+            e.reason
+        );
+        self.phase.set(Phase::Discard);
+        self.draining.set(true);
+        self.head_started.set(None);
+        let ex = self.server.take_exchange();
+        ex.attach_core(self.me.clone());
+        ex.mark_request_complete();
+        {
+            let mut pipeline = self.pipeline.borrow_mut();
+            if pipeline.is_empty() {
+                ex.set_head(true);
+            }
+            pipeline.push_back(ex.clone());
+        }
+        ex.response().set_keep_alive(false);
+        let mut body = String::with_capacity(64);
+        body.push_str(e.status.reason());
+        body.push_str(": ");
+        body.push_str(e.reason);
+        body.push('\n');
+        let _ = ex.respond(e.status, "text/plain; charset=utf-8", body.as_bytes());
+    }
+
+    /// Over `max_connections` with the `Reject503` policy: answer 503 and close.
+    pub(crate) fn reject_overloaded(&self) {
+        self.reject(&HttpError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            reason: "too many connections; try again later",
+        });
+    }
+
+    fn body_error(&self, e: &HttpError) {
+        let ex = self.body_exchange.borrow_mut().take();
+        self.phase.set(Phase::Discard);
+        self.draining.set(true);
+        match ex {
+            Some(ex) if !ex.headers_sent() && ex.is_head_of_line(self) => {
+                log::debug!(
+                    "bad request body from {:?}: {} ({})",
+                    self.socket.peer_addr(),
+                    e.status,
+                    e.reason
+                );
+                ex.mark_request_complete();
+                ex.response().set_keep_alive(false);
+                let body = format!("{}: {}\n", e.status.reason(), e.reason);
+                let _ = ex.respond(e.status, "text/plain; charset=utf-8", body.as_bytes());
+            }
+            _ => {
+                log::debug!(
+                    "bad request body from {:?} after the response started: {}; closing",
+                    self.socket.peer_addr(),
+                    e.reason
+                );
+                self.abort();
+            }
+        }
+    }
+
+    fn update_read_state(&self) {
+        if self.closed.get() {
+            return;
+        }
+        let want_pause = self.app_paused.get()
+            || (self.phase.get() == Phase::Head && self.must_wait_before_next_request());
+        if want_pause && !self.reading_paused.get() {
+            self.reading_paused.set(true);
+            self.socket.pause_reading();
+        } else if !want_pause && self.reading_paused.get() {
+            self.reading_paused.set(false);
+            self.socket.resume_reading();
+        }
+    }
+
+    pub(crate) fn app_pause_reading(&self, pause: bool) {
+        self.app_paused.set(pause);
+        self.update_read_state();
+        if !pause {
+            self.process_buffered();
+        }
+    }
+
+    // ---- the pipeline ----------------------------------------------------------------------
+
+    pub(crate) fn on_exchange_complete(&self, ex: &ServerConnection) {
+        let is_front = self
+            .pipeline
+            .borrow()
+            .front()
+            .map(|f| std::ptr::eq(&**f, ex))
+            .unwrap_or(false);
+        if is_front {
+            self.advance_pipeline();
+        }
+    }
+
+    /// `close()` on a response that was already complete.
+    pub(crate) fn close_after_exchange(&self, ex: &ServerConnection) {
+        let _ = ex;
+        self.draining.set(true);
+        if self.pipeline.borrow().is_empty() {
+            self.close_gracefully();
+        }
+    }
+
+    fn advance_pipeline(&self) {
+        loop {
+            let front = {
+                let pipeline = self.pipeline.borrow();
+                match pipeline.front() {
+                    Some(f) if f.is_complete() => f.clone(),
+                    _ => break,
+                }
+            };
+            self.pipeline.borrow_mut().pop_front();
+            front.set_head(false);
+            let close_after = front.close_after();
+            self.server.recycle_exchange(front);
+            if close_after {
+                self.draining.set(true);
+                self.close_gracefully();
+                return;
+            }
+            let next = self.pipeline.borrow().front().cloned();
+            if let Some(next) = next {
+                next.promote(self);
+            }
+        }
+        if self.pipeline.borrow().is_empty() {
+            self.idle_since.set(self.now());
+        }
+        self.maybe_close_when_idle();
+        if !self.closed.get() {
+            self.update_read_state();
+            if !self.processing.get() {
+                self.process_buffered();
+            }
+        }
+    }
+
+    /// Closes once nothing is outstanding, if no further request can come.
+    fn maybe_close_when_idle(&self) {
+        if self.closed.get() || self.processing.get() || !self.pipeline.borrow().is_empty() {
+            return;
+        }
+        if self.phase.get() == Phase::Body {
+            return;
+        }
+        let no_more = self.draining.get()
+            || self.server.is_stopping()
+            || (self.peer_eof.get() && self.inbuf.borrow().is_empty());
+        if no_more {
+            self.close_gracefully();
+        }
+    }
+
+    // ---- closing ---------------------------------------------------------------------------
+
+    /// Flush, FIN, linger, close; `on_close(None)` finishes.
+    fn close_gracefully(&self) {
+        if self.closed.get() || self.closing_since.get().is_some() {
+            return;
+        }
+        self.phase.set(Phase::Discard);
+        self.closing_since.set(Some(self.now()));
+        self.socket.close_after_flush();
+    }
+
+    /// Cuts the connection (reset): for responses that cannot be completed.
+    pub(crate) fn abort(&self) {
+        if self.closed.get() {
+            return;
+        }
+        self.socket.abort();
+        self.finish_close(None);
+    }
+
+    /// The connection is gone: tell every outstanding request, release everything, unregister.
+    fn finish_close(&self, err: Option<UvError>) {
+        if self.closed.replace(true) {
+            return;
+        }
+        let _me = self.me.upgrade();
+        self.phase.set(Phase::Discard);
+        if !self.socket.is_closing() || err.is_some() {
+            self.socket.close();
+        }
+        match &err {
+            Some(e) => log::debug!("connection {:?} closed: {e}", self.socket.peer_addr()),
+            None => log::debug!("connection closed (slot {})", self.slot.get()),
+        }
+        let mut outstanding: Vec<Rc<ServerConnection>> =
+            self.pipeline.borrow_mut().drain(..).collect();
+        if let Some(ex) = self.body_exchange.borrow_mut().take() {
+            if !outstanding.iter().any(|o| Rc::ptr_eq(o, &ex)) {
+                outstanding.push(ex);
+            }
+        }
+        if let Some(ex) = self.next.borrow_mut().take() {
+            self.server.recycle_exchange(ex);
+        }
+        let inbuf = std::mem::take(&mut *self.inbuf.borrow_mut());
+        pool::give_bytes(inbuf);
+        for ex in outstanding {
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| ex.fire_close())) {
+                log::error!("panic in a close handler: {}", panic_message(&*p));
+            }
+            self.server.recycle_exchange(ex);
+        }
+        self.server.unregister(self.slot.get());
+    }
+
+    /// Server stop: finish what is in flight, take nothing new, close when idle.
+    pub(crate) fn begin_stop(&self) {
+        self.draining.set(true);
+        if self.pipeline.borrow().is_empty() && self.phase.get() != Phase::Body {
+            self.close_gracefully();
+        }
+    }
+
+    /// Periodic check of this connection's timeouts (the server's sweep timer calls it).
+    pub(crate) fn on_tick(&self, now: u64) {
+        if self.closed.get() {
+            return;
+        }
+        let cfg = &*self.config;
+        let queued = self.socket.queued_bytes();
+        if queued > 0 {
+            let progress = self.socket.write_progress();
+            let (mark, since) = self.write_progress.get();
+            if progress != mark {
+                self.write_progress.set((progress, now));
+            } else if now.saturating_sub(since) >= cfg.write_timeout_ms {
+                log::debug!(
+                    "client {:?} stopped reading ({queued} bytes queued); cutting it off",
+                    self.socket.peer_addr()
+                );
+                self.abort();
+                return;
+            }
+        } else {
+            self.write_progress.set((self.socket.write_progress(), now));
+        }
+        if let Some(since) = self.closing_since.get() {
+            if queued == 0 && now.saturating_sub(since) >= cfg.linger_timeout_ms {
+                self.socket.close();
+                self.finish_close(None);
+            }
+            return;
+        }
+        match self.phase.get() {
+            Phase::Body => {
+                if now.saturating_sub(self.last_read.get()) >= cfg.body_timeout_ms {
+                    self.body_error(&HttpError {
+                        status: StatusCode::REQUEST_TIMEOUT,
+                        reason: "request body stalled",
+                    });
+                }
+            }
+            Phase::Head => {
+                if let Some(started) = self.head_started.get() {
+                    if now.saturating_sub(started) >= cfg.header_timeout_ms {
+                        self.timeout_head();
+                    }
+                } else if self.pipeline.borrow().is_empty() && queued == 0 {
+                    let limit = if self.first_request.get() {
+                        cfg.header_timeout_ms
+                    } else {
+                        cfg.idle_timeout_ms
+                    };
+                    if now.saturating_sub(self.idle_since.get()) >= limit {
+                        log::debug!("closing idle connection {:?}", self.socket.peer_addr());
+                        self.close_gracefully();
+                    }
+                }
+            }
+            Phase::Discard => {}
+        }
+    }
+
+    fn timeout_head(&self) {
+        if self.pipeline.borrow().is_empty() {
+            self.reject(&HttpError {
+                status: StatusCode::REQUEST_TIMEOUT,
+                reason: "request head not received in time",
+            });
+        } else {
+            self.draining.set(true);
+            self.phase.set(Phase::Discard);
+        }
+    }
+}
+
+impl ServerConnection {
+    fn is_head_of_line(&self, core: &ConnCore) -> bool {
+        core.pipeline
+            .borrow()
+            .front()
+            .map(|f| std::ptr::eq(&**f, self))
+            .unwrap_or(false)
+    }
+}
+
+impl SocketHandler for ConnCore {
+    fn on_data(&self, data: &[u8]) {
+        if self.closed.get() {
+            return;
+        }
+        self.last_read.set(self.now());
+        self.process_input(data);
+    }
+
+    fn on_eof(&self) {
+        self.peer_eof.set(true);
+        match self.phase.get() {
+            Phase::Body => {
+                log::debug!(
+                    "client {:?} closed in the middle of a request body",
+                    self.socket.peer_addr()
+                );
+                self.draining.set(true);
+                self.phase.set(Phase::Discard);
+                let ex = self.body_exchange.borrow_mut().take();
+                if let Some(ex) = ex {
+                    if !ex.is_complete() {
+                        // Nobody can receive a response to a request cut short.
+                        self.finish_close(None);
+                        return;
+                    }
+                }
+                self.maybe_close_when_idle();
+            }
+            _ => {
+                // A half-close after pipelining: answer what was received, then close.
+                if self.head_started.get().is_some() && self.inbuf.borrow().len() > 0 {
+                    // A partial head can never complete now.
+                    let complete_requests_pending = self.pipeline.borrow().len();
+                    if complete_requests_pending == 0 {
+                        self.process_buffered();
+                    }
+                }
+                self.maybe_close_when_idle();
+            }
+        }
+    }
+
+    fn on_drain(&self) {
+        // Output fell to low water: take new requests again, and tell streaming producers.
+        self.update_read_state();
+        self.process_buffered();
+        let front = self.pipeline.borrow().front().cloned();
+        if let Some(front) = front {
+            if !front.is_complete() {
+                let ok = self.guarded(&front, "drain handler", || {
+                    front.drain.emit(|slot| slot(&front));
+                });
+                let _ = ok;
+            }
+        }
+    }
+
+    fn on_close(&self, err: Option<UvError>) {
+        self.finish_close(err);
+    }
+}

@@ -1,0 +1,111 @@
+//! The `Date` header value (IMF-fixdate), formatted at most once per second per thread.
+
+use std::cell::RefCell;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Length of an IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`.
+pub const DATE_LEN: usize = 29;
+
+struct DateCache {
+    /// Loop time (ms) at which `text` was last formatted; `u64::MAX` before the first use.
+    formatted_at: u64,
+    text: [u8; DATE_LEN],
+}
+
+thread_local! {
+    static DATE: RefCell<DateCache> = const { RefCell::new(DateCache {
+        formatted_at: u64::MAX,
+        text: [b' '; DATE_LEN],
+    }) };
+}
+
+/// Calls `f` with the current date. `loop_now_ms` is the loop's cached clock: the text is only
+/// re-formatted (from the system clock) when that has moved on by a second, so a busy server
+/// formats it once per second rather than per response.
+pub fn with_date<R>(loop_now_ms: u64, f: impl FnOnce(&[u8; DATE_LEN]) -> R) -> R {
+    DATE.with(|cell| {
+        let mut cache = cell.borrow_mut();
+        if cache.formatted_at == u64::MAX || loop_now_ms.wrapping_sub(cache.formatted_at) >= 1000 {
+            let secs = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            cache.text = format_imf_fixdate(secs);
+            cache.formatted_at = loop_now_ms;
+        }
+        f(&cache.text)
+    })
+}
+
+/// Formats seconds since the Unix epoch as an IMF-fixdate (RFC 9110 5.6.7).
+pub fn format_imf_fixdate(unix_secs: u64) -> [u8; DATE_LEN] {
+    const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    let days = unix_secs / 86_400;
+    let rem = unix_secs % 86_400;
+    let (hour, min, sec) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    let weekday = DAYS[(days % 7) as usize];
+    // Civil date from days since 1970-01-01 (Howard Hinnant's days-to-civil algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+
+    let mut out = [b' '; DATE_LEN];
+    out[0..3].copy_from_slice(weekday);
+    out[3] = b',';
+    two_digits(&mut out[5..7], day as u64);
+    out[8..11].copy_from_slice(MONTHS[(month - 1) as usize]);
+    let y = year.clamp(0, 9999) as u64;
+    two_digits(&mut out[12..14], y / 100);
+    two_digits(&mut out[14..16], y % 100);
+    two_digits(&mut out[17..19], hour);
+    out[19] = b':';
+    two_digits(&mut out[20..22], min);
+    out[22] = b':';
+    two_digits(&mut out[23..25], sec);
+    out[26..29].copy_from_slice(b"GMT");
+    out
+}
+
+fn two_digits(out: &mut [u8], v: u64) {
+    out[0] = b'0' + (v / 10 % 10) as u8;
+    out[1] = b'0' + (v % 10) as u8;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_dates() {
+        assert_eq!(
+            &format_imf_fixdate(784_111_777),
+            b"Sun, 06 Nov 1994 08:49:37 GMT"
+        );
+        assert_eq!(&format_imf_fixdate(0), b"Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(
+            &format_imf_fixdate(951_782_400),
+            b"Tue, 29 Feb 2000 00:00:00 GMT"
+        );
+        assert_eq!(
+            &format_imf_fixdate(4_102_444_799),
+            b"Thu, 31 Dec 2099 23:59:59 GMT"
+        );
+    }
+
+    #[test]
+    fn cached_within_a_second() {
+        let a = with_date(10_000, |d| *d);
+        let b = with_date(10_500, |d| *d);
+        assert_eq!(a, b);
+    }
+}

@@ -1,0 +1,1737 @@
+//! Incremental parsing and validation of request and response heads
+//! (RFC 9112 sections 2-6, RFC 9110 section 5).
+//!
+//! httparse does the tokenising; this module adds what httparse leaves to
+//! the caller: finding the end of the head without rescanning, size limits
+//! decided as soon as they are exceeded, strict line endings, and the
+//! message-framing rules (Host, Content-Length, Transfer-Encoding, target
+//! forms) that protect against request smuggling.
+
+use std::fmt;
+use std::mem::MaybeUninit;
+
+use crate::http::headers::{list_elements, trim_ows, Headers};
+use crate::http::method::{is_tchar, is_token, Method};
+use crate::http::request::{Request, TargetForm, Version};
+use crate::http::response_head::ResponseHead;
+use crate::http::status::StatusCode;
+
+/// Upper bound on [`HeadLimits::max_headers`]: the size of the on-stack
+/// array httparse fills, whatever the configured limit.
+pub const MAX_HEADERS_CAP: usize = 256;
+
+/// Size limits for a message head. Exceeding one fails the parse as soon as
+/// it is exceeded, before the head is complete, so a slow or hostile peer
+/// cannot make the server buffer more.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct HeadLimits {
+    /// Longest request-line (or status-line) in bytes, without CRLF.
+    /// Default 8192. Exceeding it is `414 URI Too Long`.
+    pub max_request_line: usize,
+    /// Largest whole head in bytes, request-line and final blank line
+    /// included. Default 16384. Exceeding it is `431`.
+    pub max_head_size: usize,
+    /// Most header fields. Default 100; values above
+    /// [`MAX_HEADERS_CAP`] (256) act as 256. Exceeding it is `431`.
+    pub max_headers: usize,
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        HeadLimits {
+            max_request_line: 8192,
+            max_head_size: 16384,
+            max_headers: 100,
+        }
+    }
+}
+
+/// How the body of a message is delimited (RFC 9112 6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// No body at all.
+    None,
+    /// Exactly this many bytes (`Content-Length`); `Length(0)` is an empty body.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Everything until the server closes the connection (responses only).
+    UntilClose,
+}
+
+/// A protocol error, with the status to answer it with.
+///
+/// For requests the status is the one to send back (400, 414, 431, 501,
+/// 505). For responses (client side) it is always `502 Bad Gateway`, as a
+/// proxy would report it. `reason` is short, fixed text fit for a log line
+/// and a plain-text error body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpError {
+    /// Status code describing the error.
+    pub status: StatusCode,
+    /// What was wrong, in words a user can act on.
+    pub reason: &'static str,
+}
+
+impl HttpError {
+    /// An error with the given status and reason.
+    pub const fn new(status: StatusCode, reason: &'static str) -> Self {
+        HttpError { status, reason }
+    }
+
+    /// A `400 Bad Request` error.
+    pub const fn bad_request(reason: &'static str) -> Self {
+        HttpError::new(StatusCode::BAD_REQUEST, reason)
+    }
+
+    const fn bad_gateway(reason: &'static str) -> Self {
+        HttpError::new(StatusCode::BAD_GATEWAY, reason)
+    }
+}
+
+impl fmt::Display for HttpError {
+    /// e.g. "400 Bad Request: missing Host header (required in HTTP/1.1)".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.status, self.reason)
+    }
+}
+
+impl std::error::Error for HttpError {}
+
+/// Problems found while looking for the end of the head, before httparse
+/// runs; mapped to request- or response-specific errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ScanError {
+    StartLineTooLong,
+    HeadTooLarge,
+    TooManyFields,
+    BareCr,
+    BareLf,
+    ObsFold,
+}
+
+impl ScanError {
+    fn for_request(self) -> HttpError {
+        match self {
+            ScanError::StartLineTooLong => {
+                HttpError::new(StatusCode::URI_TOO_LONG, "request-line too long")
+            }
+            ScanError::HeadTooLarge => HttpError::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request head too large",
+            ),
+            ScanError::TooManyFields => HttpError::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "too many header fields",
+            ),
+            ScanError::BareCr => {
+                HttpError::bad_request("bare CR in request head (CR must be followed by LF)")
+            }
+            ScanError::BareLf => {
+                HttpError::bad_request("bare LF in request head (lines must end with CRLF)")
+            }
+            ScanError::ObsFold => HttpError::bad_request(
+                "obsolete line folding (a header line starts with whitespace)",
+            ),
+        }
+    }
+
+    fn for_response(self) -> HttpError {
+        HttpError::bad_gateway(match self {
+            ScanError::StartLineTooLong => "response status-line too long",
+            ScanError::HeadTooLarge => "response head too large",
+            ScanError::TooManyFields => "too many header fields in response",
+            ScanError::BareCr => "bare CR in response head",
+            // The scan is lenient for responses; kept total anyway.
+            ScanError::BareLf => "bare LF in response head",
+            ScanError::ObsFold => "obsolete line folding in response head",
+        })
+    }
+}
+
+/// Finds the end of a message head incrementally and parses it.
+///
+/// The caller keeps appending received bytes to one buffer that starts at
+/// the head's first byte and calls again after each read; the parser
+/// remembers how far it looked, so each call costs O(new bytes) and a
+/// client sending one byte at a time cannot cause quadratic work.
+///
+/// After a call returns `Ok(Some(..))` or `Err(..)` the parser is reset and
+/// ready for the next head (whose buffer must again start at its first
+/// byte). Call [`reset`](HeadParser::reset) when abandoning a head
+/// half-way. If the buffer passed is shorter than what was already seen,
+/// the parser assumes a new head and starts over.
+#[derive(Debug, Default, Clone)]
+pub struct HeadParser {
+    /// Bytes of the buffer already examined.
+    scanned: usize,
+    /// Offset of the line being scanned.
+    line_start: usize,
+    /// Offset of the start-line's first byte, once seen (leading blank
+    /// lines are skipped, RFC 9112 2.2).
+    start_line: Option<usize>,
+    /// Whether the start-line's LF has been seen.
+    start_line_done: bool,
+    /// Field lines seen so far (not counting obs-fold continuations).
+    field_lines: usize,
+}
+
+impl HeadParser {
+    /// A parser at the start of a head.
+    pub fn new() -> Self {
+        HeadParser::default()
+    }
+
+    /// Forgets any partial head.
+    pub fn reset(&mut self) {
+        *self = HeadParser::default();
+    }
+
+    /// Parses a request head from `buf`, which holds the bytes received so
+    /// far for this head, starting at its first byte.
+    ///
+    /// Returns `Ok(None)` when more bytes are needed, or
+    /// `Ok(Some((head_len, body)))` once the head is complete: `req` is
+    /// filled, the body (if any) starts at `buf[head_len]`, and `body`
+    /// says how it is delimited. Empty lines before the request-line are
+    /// skipped and counted in `head_len`. Errors carry the status to answer
+    /// with; the connection should be closed after answering. After an
+    /// error `req` may hold the failed request's line (useful for the log)
+    /// or still the previous request; do not serve it.
+    pub fn parse_request(
+        &mut self,
+        buf: &[u8],
+        limits: &HeadLimits,
+        req: &mut Request,
+    ) -> Result<Option<(usize, BodyKind)>, HttpError> {
+        let max_fields = limits.max_headers.min(MAX_HEADERS_CAP);
+        let head_len = match self.scan(buf, limits, max_fields, false) {
+            Ok(Some(len)) => len,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                self.reset();
+                return Err(e.for_request());
+            }
+        };
+        self.reset();
+        let head = buf.get(..head_len).unwrap_or(buf);
+        let kind = parse_request_head(head, max_fields, req)?;
+        Ok(Some((head_len, kind)))
+    }
+
+    /// Parses a response head, like [`parse_request`](HeadParser::parse_request).
+    ///
+    /// `request_method` is the method of the request this answers; with the
+    /// status it decides the body (RFC 9112 6.3): responses to HEAD, 1xx,
+    /// 204 and 304 have none; a 2xx to CONNECT starts a tunnel (none);
+    /// otherwise chunked if `Transfer-Encoding` ends with chunked (any
+    /// `Content-Length` is then ignored), else `Content-Length`, else until
+    /// close. Parsing is lenient where RFC 9112 lets a client be: bare LF
+    /// line endings, obs-fold (unfolded to spaces) and whitespace before a
+    /// field's colon are accepted.
+    pub fn parse_response(
+        &mut self,
+        buf: &[u8],
+        limits: &HeadLimits,
+        request_method: Method,
+        resp: &mut ResponseHead,
+    ) -> Result<Option<(usize, BodyKind)>, HttpError> {
+        let max_fields = limits.max_headers.min(MAX_HEADERS_CAP);
+        let head_len = match self.scan(buf, limits, max_fields, true) {
+            Ok(Some(len)) => len,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                self.reset();
+                return Err(e.for_response());
+            }
+        };
+        self.reset();
+        let head = buf.get(..head_len).unwrap_or(buf);
+        let kind = parse_response_head(head, max_fields, request_method, resp)?;
+        Ok(Some((head_len, kind)))
+    }
+
+    /// Looks for the blank line ending the head in the bytes not examined
+    /// yet, enforcing the limits and line-ending rules on the way.
+    /// `lenient` (responses) accepts bare LF line endings and obs-fold.
+    fn scan(
+        &mut self,
+        buf: &[u8],
+        limits: &HeadLimits,
+        max_fields: usize,
+        lenient: bool,
+    ) -> Result<Option<usize>, ScanError> {
+        if buf.len() < self.scanned {
+            self.reset();
+        }
+        // A head ending within the limit has its final LF before this
+        // index, so bytes beyond it never need examining.
+        let window = buf.len().min(limits.max_head_size);
+        let mut i = self.scanned;
+        while i < window {
+            let line_break = buf[i..window]
+                .iter()
+                .position(|&b| b == b'\r' || b == b'\n')
+                .map(|p| i + p);
+            let Some(brk) = line_break else {
+                if self.start_line.is_none() {
+                    self.start_line = Some(i);
+                }
+                i = window;
+                break;
+            };
+            if brk > i && self.start_line.is_none() {
+                self.start_line = Some(i);
+            }
+            i = brk;
+            let content_end = i;
+            if buf[i] == b'\r' {
+                match buf.get(i + 1) {
+                    // The LF may be in the next read: look at this CR again then.
+                    None => break,
+                    Some(b'\n') => i += 1,
+                    Some(_) => return Err(ScanError::BareCr),
+                }
+            } else if !lenient {
+                return Err(ScanError::BareLf);
+            }
+            // `i` is at the LF that ends the line `line_start..content_end`.
+            let line_start = self.line_start;
+            self.line_start = i + 1;
+            i += 1;
+            let Some(start) = self.start_line else {
+                continue; // a blank line before the start-line
+            };
+            if !self.start_line_done {
+                if content_end - start > limits.max_request_line {
+                    return Err(ScanError::StartLineTooLong);
+                }
+                self.start_line_done = true;
+            } else if content_end == line_start {
+                if i > limits.max_head_size {
+                    return Err(ScanError::HeadTooLarge);
+                }
+                return Ok(Some(i));
+            } else if matches!(buf[line_start], b' ' | b'\t') {
+                if !lenient {
+                    return Err(ScanError::ObsFold);
+                }
+            } else {
+                self.field_lines += 1;
+                if self.field_lines > max_fields {
+                    return Err(ScanError::TooManyFields);
+                }
+            }
+        }
+        self.scanned = i;
+        if let (Some(start), false) = (self.start_line, self.start_line_done) {
+            if i - start > limits.max_request_line {
+                return Err(ScanError::StartLineTooLong);
+            }
+        }
+        if buf.len() > limits.max_head_size {
+            return Err(ScanError::HeadTooLarge);
+        }
+        Ok(None)
+    }
+}
+
+/// httparse's header array type for one parse.
+type HeaderSlots<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS_CAP];
+
+fn parse_request_head(
+    head: &[u8],
+    max_fields: usize,
+    req: &mut Request,
+) -> Result<BodyKind, HttpError> {
+    // Uninitialised slots: httparse writes the ones it uses, so there is
+    // no per-call cost proportional to the cap.
+    let mut slots: HeaderSlots<'_> = [MaybeUninit::uninit(); MAX_HEADERS_CAP];
+    let mut parsed = httparse::Request::new(&mut []);
+    let slots = slots.get_mut(..max_fields).unwrap_or_default();
+    match parsed.parse_with_uninit_headers(head, slots) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => {
+            return Err(
+                diagnose_request(head).unwrap_or(HttpError::bad_request("malformed request head"))
+            )
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(ScanError::TooManyFields.for_request()),
+        Err(e) => {
+            return Err(diagnose_request(head).unwrap_or_else(|| {
+                diagnose_field_lines(head).map_or_else(|| header_error(e), HttpError::bad_request)
+            }))
+        }
+    }
+    let (Some(method), Some(target), Some(minor)) = (parsed.method, parsed.path, parsed.version)
+    else {
+        return Err(HttpError::bad_request("malformed request-line"));
+    };
+    let version = if minor == 0 {
+        Version::Http10
+    } else {
+        Version::Http11
+    };
+    check_target_bytes(target.as_bytes())?;
+
+    req.clear();
+    req.set_method(method);
+    req.set_target(target);
+    req.set_version(version);
+    check_target_form(req)?;
+
+    let mut framing = Framing::default();
+    let headers = req.headers_mut();
+    for field in parsed.headers.iter() {
+        headers.append_value_bytes(field.name, field.value);
+        framing.feed(field.name.as_bytes(), field.value);
+    }
+    framing.request_body(version)
+}
+
+/// httparse accepts some bytes in a target that RFC 9112 does not.
+fn check_target_bytes(target: &[u8]) -> Result<(), HttpError> {
+    for &b in target {
+        if b >= 0x80 {
+            return Err(HttpError::bad_request(
+                "request-target contains non-ASCII bytes (they must be percent-encoded)",
+            ));
+        }
+        if b == b'#' {
+            return Err(HttpError::bad_request(
+                "request-target contains a fragment ('#'), which must not be sent",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// RFC 9112 3.2: which target form each method may use.
+fn check_target_form(req: &Request) -> Result<(), HttpError> {
+    let method = req.method();
+    match req.target_form() {
+        TargetForm::Authority if method == Method::Connect => {
+            if is_authority_with_port(req.target().as_bytes()) {
+                Ok(())
+            } else {
+                Err(HttpError::bad_request(
+                    "CONNECT request-target must be host:port (authority-form)",
+                ))
+            }
+        }
+        _ if method == Method::Connect => Err(HttpError::bad_request(
+            "CONNECT request-target must be host:port (authority-form)",
+        )),
+        TargetForm::Authority => Err(HttpError::bad_request(
+            "request-target must start with '/' (origin-form) or be an absolute URI",
+        )),
+        TargetForm::Asterisk if method != Method::Options => Err(HttpError::bad_request(
+            "request-target '*' is only allowed with OPTIONS",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `uri-host ":" port` with a non-empty host and a port of 1-5 digits.
+fn is_authority_with_port(target: &[u8]) -> bool {
+    let Some(colon) = target.iter().rposition(|&b| b == b':') else {
+        return false;
+    };
+    let (host, port) = (&target[..colon], &target[colon + 1..]);
+    let port_ok = !port.is_empty() && port.len() <= 5 && port.iter().all(u8::is_ascii_digit);
+    port_ok && !host.is_empty() && is_host_value(host)
+}
+
+/// Characters a `Host` value may hold: uri-host (reg-name, IPv4, or a
+/// bracketed IP literal) with an optional `:port` (RFC 9110 7.2,
+/// RFC 3986 3.2.2). Rejecting the rest keeps junk such as spaces, '/' or
+/// '@' out of anything that later builds URLs from it.
+fn is_host_value(value: &[u8]) -> bool {
+    value.iter().all(|&b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b'%'
+                    | b':'
+                    | b'['
+                    | b']'
+            )
+    })
+}
+
+/// Explains an httparse failure by re-examining the request-line; `None`
+/// when the request-line is fine (the problem is in a field).
+fn diagnose_request(head: &[u8]) -> Option<HttpError> {
+    let start = head
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(head.len());
+    let rest = &head[start..];
+    let line_end = rest
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(rest.len());
+    let line = &rest[..line_end];
+
+    let mut parts = line.splitn(3, |&b| b == b' ');
+    let method = parts.next().unwrap_or_default();
+    if !is_token(method) {
+        return Some(HttpError::bad_request(
+            "invalid request method (must be a token such as GET)",
+        ));
+    }
+    let Some(target) = parts.next() else {
+        return Some(HttpError::bad_request(
+            "malformed request-line (expected: METHOD SP request-target SP HTTP-version)",
+        ));
+    };
+    if target.is_empty() {
+        return Some(HttpError::bad_request(
+            "malformed request-line (use single spaces between method, target and version)",
+        ));
+    }
+    if target.iter().any(|&b| b <= 0x20 || b == 0x7f) {
+        return Some(HttpError::bad_request(
+            "invalid character in request-target",
+        ));
+    }
+    if let Err(e) = check_target_bytes(target) {
+        return Some(e);
+    }
+    let Some(version) = parts.next() else {
+        return Some(HttpError::new(
+            StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            "request-line has no HTTP version (HTTP/0.9 is not supported)",
+        ));
+    };
+    if version == b"HTTP/1.1" || version == b"HTTP/1.0" {
+        return None;
+    }
+    if version.contains(&b' ') {
+        return Some(HttpError::bad_request(
+            "malformed request-line (too many spaces; spaces in the target must be percent-encoded)",
+        ));
+    }
+    if let Some(number) = version.strip_prefix(b"HTTP/") {
+        let looks_like_version = !number.is_empty()
+            && number[0].is_ascii_digit()
+            && number.iter().all(|&b| b.is_ascii_digit() || b == b'.');
+        if looks_like_version {
+            return Some(HttpError::new(
+                StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+                "HTTP version not supported (only HTTP/1.0 and HTTP/1.1)",
+            ));
+        }
+    }
+    if target.iter().any(|&b| !httparse_uri_byte(b)) {
+        return Some(HttpError::bad_request(
+            "invalid character in request-target",
+        ));
+    }
+    Some(HttpError::bad_request(
+        "malformed HTTP version in request-line (expected HTTP/1.1)",
+    ))
+}
+
+/// The target bytes httparse accepts (visible ASCII and bytes >= 0x80).
+fn httparse_uri_byte(b: u8) -> bool {
+    (0x21..0x7f).contains(&b) || b >= 0x80
+}
+
+/// Explains a field-level httparse error by finding the offending line.
+fn header_error(e: httparse::Error) -> HttpError {
+    match e {
+        httparse::Error::HeaderName => HttpError::bad_request(
+            "invalid header name (check for whitespace before ':' or a missing ':')",
+        ),
+        httparse::Error::HeaderValue => {
+            HttpError::bad_request("invalid character in header value (control character or NUL)")
+        }
+        httparse::Error::TooManyHeaders => ScanError::TooManyFields.for_request(),
+        _ => HttpError::bad_request("malformed request head"),
+    }
+}
+
+/// Finds the specific reason for a header-name error: more precise log
+/// lines than httparse's error kinds allow. Only runs on the error path.
+fn diagnose_field_lines(head: &[u8]) -> Option<&'static str> {
+    let mut lines = head
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .skip_while(|l| l.is_empty())
+        .skip(1); // the start-line
+    lines
+        .try_for_each(|line| {
+            if line.is_empty() {
+                return Err(None); // end of head
+            }
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                return Err(Some("header line without ':'"));
+            };
+            let name = &line[..colon];
+            if name.is_empty() {
+                return Err(Some("empty header name"));
+            }
+            if matches!(name.last(), Some(b' ' | b'\t')) {
+                return Err(Some("whitespace between header name and ':'"));
+            }
+            if !name.iter().all(|&b| is_tchar(b)) {
+                return Err(Some("invalid character in header name"));
+            }
+            let value = &line[colon + 1..];
+            if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+                return Err(Some(
+                    "invalid character in header value (control character or NUL)",
+                ));
+            }
+            Ok(())
+        })
+        .err()
+        .flatten()
+}
+
+fn parse_response_head(
+    head: &[u8],
+    max_fields: usize,
+    request_method: Method,
+    resp: &mut ResponseHead,
+) -> Result<BodyKind, HttpError> {
+    let mut slots: HeaderSlots<'_> = [MaybeUninit::uninit(); MAX_HEADERS_CAP];
+    let mut parsed = httparse::Response::new(&mut []);
+    let slots = slots.get_mut(..max_fields).unwrap_or_default();
+    let mut config = httparse::ParserConfig::default();
+    config
+        .allow_spaces_after_header_name_in_responses(true)
+        .allow_obsolete_multiline_headers_in_responses(true)
+        .allow_multiple_spaces_in_response_status_delimiters(true);
+    match config.parse_response_with_uninit_headers(&mut parsed, head, slots) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => {
+            return Err(HttpError::bad_gateway("malformed response head"))
+        }
+        Err(e) => {
+            return Err(HttpError::bad_gateway(match e {
+                httparse::Error::Version => {
+                    "response has an unsupported HTTP version (only HTTP/1.0 and HTTP/1.1)"
+                }
+                httparse::Error::Status => "malformed response status-line",
+                httparse::Error::TooManyHeaders => "too many header fields in response",
+                httparse::Error::HeaderName => "invalid header name in response",
+                httparse::Error::HeaderValue => "invalid header value in response",
+                _ => "malformed response head",
+            }))
+        }
+    }
+    let (Some(minor), Some(code)) = (parsed.version, parsed.code) else {
+        return Err(HttpError::bad_gateway("malformed response status-line"));
+    };
+    let Some(status) = StatusCode::from_u16(code) else {
+        return Err(HttpError::bad_gateway(
+            "response status code out of range (must be 100-999)",
+        ));
+    };
+    resp.clear();
+    resp.version = if minor == 0 {
+        Version::Http10
+    } else {
+        Version::Http11
+    };
+    resp.status = status;
+    resp.reason.push_str(parsed.reason.unwrap_or(""));
+    let mut framing = Framing::default();
+    for field in parsed.headers.iter() {
+        let name = field.name.as_bytes();
+        if field.value.iter().any(|&b| b == b'\r' || b == b'\n') {
+            resp.headers.append_unfolded(name, field.value);
+        } else {
+            resp.headers.append_value_bytes(field.name, field.value);
+        }
+        framing.feed(name, field.value);
+    }
+    framing.response_body(resp.version, status, request_method)
+}
+
+/// What the framing-related fields of one head say; collected in one pass
+/// over the fields and judged by `request_body` / `response_body`.
+#[derive(Debug, Default)]
+pub(crate) struct Framing {
+    host_fields: usize,
+    host_invalid: bool,
+    content_length_seen: bool,
+    content_length: Option<u64>,
+    content_length_error: Option<&'static str>,
+    transfer_encoding_seen: bool,
+    chunked_count: usize,
+    last_is_chunked: bool,
+    other_coding: bool,
+}
+
+impl Framing {
+    /// Collects the framing fields of `headers`.
+    pub(crate) fn of(headers: &Headers) -> Framing {
+        let mut framing = Framing::default();
+        for (name, value) in headers.iter() {
+            framing.feed(name.as_bytes(), value);
+        }
+        framing
+    }
+
+    /// Valid `Content-Length`, if any.
+    pub(crate) fn content_length(&self) -> Option<u64> {
+        match self.content_length_error {
+            Some(_) => None,
+            None => self.content_length,
+        }
+    }
+
+    /// `Transfer-Encoding` present and ending with chunked.
+    pub(crate) fn is_chunked(&self) -> bool {
+        self.transfer_encoding_seen && self.last_is_chunked
+    }
+
+    /// Takes one field into account. Lengths are compared first so most
+    /// fields cost one integer comparison.
+    pub(crate) fn feed(&mut self, name: &[u8], value: &[u8]) {
+        match name.len() {
+            4 if name.eq_ignore_ascii_case(b"host") => {
+                self.host_fields += 1;
+                if !is_host_value(value) {
+                    self.host_invalid = true;
+                }
+            }
+            14 if name.eq_ignore_ascii_case(b"content-length") => self.feed_content_length(value),
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                self.transfer_encoding_seen = true;
+                for coding in list_elements(value) {
+                    if coding.eq_ignore_ascii_case(b"chunked") {
+                        self.chunked_count += 1;
+                        self.last_is_chunked = true;
+                    } else {
+                        self.other_coding = true;
+                        self.last_is_chunked = false;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// RFC 9110 8.6 / RFC 9112 6.3 rule 5: `1*DIGIT`; a list of identical
+    /// values (one field or several) is that value; anything else is an
+    /// unrecoverable framing error.
+    fn feed_content_length(&mut self, value: &[u8]) {
+        self.content_length_seen = true;
+        if self.content_length_error.is_some() {
+            return;
+        }
+        for element in value.split(|&b| b == b',').map(trim_ows) {
+            match parse_decimal(element) {
+                Ok(n) => match self.content_length {
+                    Some(previous) if previous != n => {
+                        self.content_length_error = Some("conflicting Content-Length values");
+                        return;
+                    }
+                    _ => self.content_length = Some(n),
+                },
+                Err(reason) => {
+                    self.content_length_error = Some(reason);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Decides a request's body (RFC 9112 6.1-6.3, RFC 9110 7.2).
+    fn request_body(&self, version: Version) -> Result<BodyKind, HttpError> {
+        if self.host_fields > 1 {
+            return Err(HttpError::bad_request("more than one Host header"));
+        }
+        if self.host_fields == 0 && version == Version::Http11 {
+            return Err(HttpError::bad_request(
+                "missing Host header (required in HTTP/1.1)",
+            ));
+        }
+        if self.host_invalid {
+            return Err(HttpError::bad_request("invalid Host header value"));
+        }
+        if self.transfer_encoding_seen {
+            if version == Version::Http10 {
+                return Err(HttpError::bad_request(
+                    "Transfer-Encoding is not allowed in an HTTP/1.0 request",
+                ));
+            }
+            if self.content_length_seen {
+                return Err(HttpError::bad_request(
+                    "Content-Length and Transfer-Encoding both present",
+                ));
+            }
+            if self.chunked_count > 1 {
+                return Err(HttpError::bad_request(
+                    "chunked transfer coding applied more than once",
+                ));
+            }
+            if !self.last_is_chunked {
+                return Err(HttpError::bad_request(
+                    "Transfer-Encoding must end with chunked",
+                ));
+            }
+            if self.other_coding {
+                return Err(HttpError::new(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "unsupported transfer coding (only chunked is implemented)",
+                ));
+            }
+            return Ok(BodyKind::Chunked);
+        }
+        if let Some(reason) = self.content_length_error {
+            return Err(HttpError::bad_request(reason));
+        }
+        Ok(self.content_length.map_or(BodyKind::None, BodyKind::Length))
+    }
+
+    /// Decides a response's body (RFC 9112 6.3 rules 1-8, client side).
+    fn response_body(
+        &self,
+        version: Version,
+        status: StatusCode,
+        request_method: Method,
+    ) -> Result<BodyKind, HttpError> {
+        if request_method == Method::Head || !status.allows_body() {
+            return Ok(BodyKind::None);
+        }
+        if request_method == Method::Connect && status.is_success() {
+            return Ok(BodyKind::None);
+        }
+        if self.transfer_encoding_seen {
+            // HTTP/1.0 has no transfer codings: the framing is faulty, so
+            // read to close (RFC 9112 6.1); likewise when chunked is not
+            // the final coding (6.3 rule 4). Content-Length is ignored.
+            if version == Version::Http10 || !self.last_is_chunked {
+                return Ok(BodyKind::UntilClose);
+            }
+            if self.chunked_count > 1 {
+                return Err(HttpError::bad_gateway(
+                    "response applies chunked transfer coding more than once",
+                ));
+            }
+            if self.other_coding {
+                return Err(HttpError::bad_gateway(
+                    "response uses a transfer coding other than chunked (not supported)",
+                ));
+            }
+            return Ok(BodyKind::Chunked);
+        }
+        if let Some(reason) = self.content_length_error {
+            return Err(HttpError::bad_gateway(reason));
+        }
+        Ok(self
+            .content_length
+            .map_or(BodyKind::UntilClose, BodyKind::Length))
+    }
+}
+
+/// Parses `1*DIGIT` into a u64 with reasons for each way it can fail.
+fn parse_decimal(text: &[u8]) -> Result<u64, &'static str> {
+    if text.is_empty() {
+        return Err("empty Content-Length value");
+    }
+    if matches!(text[0], b'+' | b'-') {
+        return Err("Content-Length must not have a sign");
+    }
+    let mut n: u64 = 0;
+    for &b in text {
+        if !b.is_ascii_digit() {
+            return Err("Content-Length is not a decimal number");
+        }
+        n = n
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(b - b'0')))
+            .ok_or("Content-Length is too large")?;
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> HeadLimits {
+        HeadLimits::default()
+    }
+
+    fn parse(text: &[u8]) -> Result<Option<(usize, BodyKind)>, HttpError> {
+        let mut req = Request::new();
+        HeadParser::new().parse_request(text, &limits(), &mut req)
+    }
+
+    fn parse_ok(text: &[u8]) -> (Request, usize, BodyKind) {
+        let mut req = Request::new();
+        match HeadParser::new().parse_request(text, &limits(), &mut req) {
+            Ok(Some((len, kind))) => (req, len, kind),
+            other => panic!("{:?} for {:?}", other, String::from_utf8_lossy(text)),
+        }
+    }
+
+    fn status_of(text: &[u8]) -> u16 {
+        match parse(text) {
+            Err(e) => e.status.as_u16(),
+            other => panic!(
+                "expected error, got {:?} for {:?}",
+                other,
+                String::from_utf8_lossy(text)
+            ),
+        }
+    }
+
+    fn reason_of(text: &[u8]) -> &'static str {
+        parse(text).unwrap_err().reason
+    }
+
+    #[test]
+    fn simple_get() {
+        let text = b"GET /index.html?x=1 HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\r\n";
+        let (req, len, kind) = parse_ok(text);
+        assert_eq!(len, text.len());
+        assert_eq!(kind, BodyKind::None);
+        assert_eq!(req.method(), Method::Get);
+        assert_eq!(req.target(), "/index.html?x=1");
+        assert_eq!(req.path(), "/index.html");
+        assert_eq!(req.query(), Some("x=1"));
+        assert_eq!(req.version(), Version::Http11);
+        assert_eq!(req.header("host"), Some("example.com"));
+        assert_eq!(req.headers().len(), 2);
+        assert!(req.keep_alive());
+    }
+
+    #[test]
+    fn body_starts_after_head() {
+        let text = b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhelloGET";
+        let (req, len, kind) = parse_ok(text);
+        assert_eq!(kind, BodyKind::Length(5));
+        assert_eq!(&text[len..len + 5], b"hello");
+        assert_eq!(req.content_length(), Some(5));
+    }
+
+    #[test]
+    fn http10_without_host_is_fine() {
+        let (req, _, kind) = parse_ok(b"GET / HTTP/1.0\r\n\r\n");
+        assert_eq!(req.version(), Version::Http10);
+        assert_eq!(kind, BodyKind::None);
+        assert!(!req.keep_alive());
+    }
+
+    #[test]
+    fn leading_empty_lines_are_skipped_and_counted() {
+        let text = b"\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n";
+        let (req, len, _) = parse_ok(text);
+        assert_eq!(len, text.len());
+        assert_eq!(req.path(), "/");
+    }
+
+    #[test]
+    fn incomplete_head_needs_more() {
+        assert_eq!(parse(b"GET / HTTP/1.1\r\nHost: h\r\n"), Ok(None));
+        assert_eq!(parse(b"GET / HTTP/1.1\r\nHost: h\r\n\r"), Ok(None));
+        assert_eq!(parse(b""), Ok(None));
+        assert_eq!(parse(b"\r\n"), Ok(None));
+    }
+
+    #[test]
+    fn every_split_point_gives_the_same_result() {
+        let text = b"\r\nPOST /upload?a=b HTTP/1.1\r\nHost: example.com\r\nContent-Length: 3\r\nX-A: 1\r\n\r\nabc";
+        let head_len = text.len() - 3;
+        for split in 0..=text.len() {
+            let mut parser = HeadParser::new();
+            let mut req = Request::new();
+            let mut result = None;
+            // Feed a growing prefix: first `split` bytes, then one byte at a
+            // time, as a connection appending reads would.
+            for end in std::iter::once(split).chain(split + 1..=text.len()) {
+                match parser.parse_request(&text[..end], &limits(), &mut req) {
+                    Ok(None) => continue,
+                    Ok(Some(done)) => {
+                        assert!(end >= head_len);
+                        result = Some(done);
+                        break;
+                    }
+                    Err(e) => panic!("split {split}: {e}"),
+                }
+            }
+            assert_eq!(
+                result,
+                Some((head_len, BodyKind::Length(3))),
+                "split {split}"
+            );
+            assert_eq!(req.header("x-a"), Some("1"));
+            assert_eq!(req.query(), Some("a=b"));
+        }
+    }
+
+    #[test]
+    fn parser_scans_each_byte_once() {
+        // The CRLFCRLF split across calls must still be found, and a
+        // parser reused after success starts over.
+        let mut parser = HeadParser::new();
+        let mut req = Request::new();
+        let text = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n";
+        for end in 0..text.len() {
+            assert_eq!(
+                parser.parse_request(&text[..end], &limits(), &mut req),
+                Ok(None)
+            );
+            // Everything seen so far was examined, except a CR whose LF
+            // may still come: the next call resumes there.
+            assert!(parser.scanned + 1 >= end && parser.scanned <= end, "{end}");
+        }
+        assert_eq!(
+            parser.parse_request(text, &limits(), &mut req),
+            Ok(Some((text.len(), BodyKind::None)))
+        );
+        assert_eq!(parser.scanned, 0);
+        assert_eq!(
+            parser.parse_request(text, &limits(), &mut req),
+            Ok(Some((text.len(), BodyKind::None)))
+        );
+    }
+
+    #[test]
+    fn request_reuse_replaces_previous_content() {
+        let mut parser = HeadParser::new();
+        let mut req = Request::new();
+        let a = b"POST /a?q HTTP/1.1\r\nHost: a\r\nX-Old: 1\r\n\r\n";
+        let b = b"GET /b HTTP/1.0\r\n\r\n";
+        parser.parse_request(a, &limits(), &mut req).unwrap();
+        parser.parse_request(b, &limits(), &mut req).unwrap();
+        assert_eq!(req.method(), Method::Get);
+        assert_eq!(req.target(), "/b");
+        assert_eq!(req.query(), None);
+        assert_eq!(req.version(), Version::Http10);
+        assert!(req.headers().is_empty());
+    }
+
+    #[test]
+    fn steady_state_reuse_keeps_capacity() {
+        let text = b"POST /path/to/resource?x=1 HTTP/1.1\r\nHost: example.com\r\n\
+            User-Agent: test\r\nAccept: */*\r\nContent-Length: 10\r\n\r\n";
+        let mut parser = HeadParser::new();
+        let mut req = Request::new();
+        parser.parse_request(text, &limits(), &mut req).unwrap();
+        let caps = req.headers().capacities();
+        for _ in 0..50 {
+            let (len, kind) = parser
+                .parse_request(text, &limits(), &mut req)
+                .unwrap()
+                .unwrap();
+            assert_eq!((len, kind), (text.len(), BodyKind::Length(10)));
+        }
+        assert_eq!(req.headers().capacities(), caps);
+        assert_eq!(req.headers().len(), 4);
+    }
+
+    #[test]
+    fn long_request_line_is_414_even_when_incomplete() {
+        let mut l = limits();
+        l.max_request_line = 64;
+        let mut req = Request::new();
+        let mut line = b"GET /".to_vec();
+        line.extend(std::iter::repeat(b'a').take(59)); // exactly 64 bytes
+        let mut parser = HeadParser::new();
+        assert_eq!(parser.parse_request(&line, &l, &mut req), Ok(None));
+        let mut full = line.clone();
+        full.extend_from_slice(b" HTTP/1.1\r\n");
+        let err = parser.parse_request(&full, &l, &mut req).unwrap_err();
+        assert_eq!(err.status, StatusCode::URI_TOO_LONG);
+        // One byte over, with no line end yet.
+        line.push(b'a');
+        let err = HeadParser::new()
+            .parse_request(&line, &l, &mut req)
+            .unwrap_err();
+        assert_eq!(err.status, StatusCode::URI_TOO_LONG);
+        // Exactly at the limit with CRLF is fine.
+        let mut ok = b"GET /".to_vec();
+        ok.extend(std::iter::repeat(b'a').take(64 - 5 - 9));
+        ok.extend_from_slice(b" HTTP/1.0\r\n\r\n");
+        assert!(HeadParser::new()
+            .parse_request(&ok, &l, &mut req)
+            .unwrap()
+            .is_some());
+    }
+
+    #[test]
+    fn request_line_limit_excludes_pending_cr() {
+        let mut l = limits();
+        l.max_request_line = 16;
+        let mut req = Request::new();
+        let line = b"GET / HTTP/1.0\r"; // 14 bytes + CR
+        let mut parser = HeadParser::new();
+        assert_eq!(parser.parse_request(line, &l, &mut req), Ok(None));
+        assert!(parser
+            .parse_request(b"GET / HTTP/1.0\r\n\r\n", &l, &mut req)
+            .unwrap()
+            .is_some());
+    }
+
+    #[test]
+    fn big_head_is_431_even_when_incomplete() {
+        let mut l = limits();
+        l.max_head_size = 100;
+        let mut req = Request::new();
+        let mut text = b"GET / HTTP/1.1\r\nHost: h\r\nX-Big: ".to_vec();
+        text.extend(std::iter::repeat(b'x').take(100 - text.len()));
+        assert_eq!(
+            HeadParser::new().parse_request(&text, &l, &mut req),
+            Ok(None)
+        );
+        text.push(b'x');
+        let err = HeadParser::new()
+            .parse_request(&text, &l, &mut req)
+            .unwrap_err();
+        assert_eq!(err.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        // Complete but one byte over.
+        let mut exact = b"GET / HTTP/1.1\r\nHost: h\r\nX: ".to_vec();
+        exact.extend(std::iter::repeat(b'y').take(100 - exact.len() - 4));
+        exact.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(exact.len(), 100);
+        assert!(HeadParser::new()
+            .parse_request(&exact, &l, &mut req)
+            .unwrap()
+            .is_some());
+        exact.insert(30, b'y');
+        let err = HeadParser::new()
+            .parse_request(&exact, &l, &mut req)
+            .unwrap_err();
+        assert_eq!(err.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
+
+    #[test]
+    fn endless_blank_lines_are_bounded() {
+        let mut l = limits();
+        l.max_head_size = 64;
+        let text = b"\r\n".repeat(33);
+        let err = HeadParser::new()
+            .parse_request(&text, &l, &mut Request::new())
+            .unwrap_err();
+        assert_eq!(err.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
+
+    #[test]
+    fn too_many_headers_is_431() {
+        let mut l = limits();
+        l.max_headers = 3;
+        let mut req = Request::new();
+        let ok = b"GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\n\r\n";
+        assert!(HeadParser::new()
+            .parse_request(ok, &l, &mut req)
+            .unwrap()
+            .is_some());
+        // Decided before the head is complete.
+        let over = b"GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\nC: 3\r\n";
+        let err = HeadParser::new()
+            .parse_request(over, &l, &mut req)
+            .unwrap_err();
+        assert_eq!(err.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        assert_eq!(err.reason, "too many header fields");
+    }
+
+    #[test]
+    fn max_headers_is_capped_at_256() {
+        let mut l = limits();
+        l.max_headers = 10_000;
+        l.max_head_size = 1 << 20;
+        let mut text = b"GET / HTTP/1.1\r\nHost: h\r\n".to_vec();
+        for i in 0..255 {
+            text.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        text.extend_from_slice(b"\r\n");
+        let mut req = Request::new();
+        assert!(HeadParser::new()
+            .parse_request(&text, &l, &mut req)
+            .unwrap()
+            .is_some());
+        assert_eq!(req.headers().len(), 256);
+        text.truncate(text.len() - 2);
+        text.extend_from_slice(b"X-last: v\r\n\r\n");
+        let err = HeadParser::new()
+            .parse_request(&text, &l, &mut req)
+            .unwrap_err();
+        assert_eq!(err.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
+
+    #[test]
+    fn unsupported_versions_are_505() {
+        for text in [
+            &b"GET / HTTP/2.0\r\nHost: h\r\n\r\n"[..],
+            b"GET / HTTP/1.2\r\nHost: h\r\n\r\n",
+            b"GET / HTTP/0.9\r\nHost: h\r\n\r\n",
+            b"GET / HTTP/3\r\nHost: h\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            b"GET /\r\n\r\n",
+        ] {
+            assert_eq!(status_of(text), 505, "{:?}", String::from_utf8_lossy(text));
+        }
+        assert!(reason_of(b"GET /\r\n\r\n").contains("HTTP/0.9"));
+    }
+
+    #[test]
+    fn malformed_versions_are_400() {
+        for text in [
+            &b"GET / HTTP/1.1x\r\nHost: h\r\n\r\n"[..],
+            b"GET / http/1.1\r\nHost: h\r\n\r\n",
+            b"GET / HTTP/\r\nHost: h\r\n\r\n",
+            b"GET / FOO\r\nHost: h\r\n\r\n",
+        ] {
+            assert_eq!(status_of(text), 400, "{:?}", String::from_utf8_lossy(text));
+        }
+    }
+
+    #[test]
+    fn bad_method_token_is_400() {
+        for text in [
+            &b"G(T / HTTP/1.1\r\nHost: h\r\n\r\n"[..],
+            b"GE\x01T / HTTP/1.1\r\nHost: h\r\n\r\n",
+            b" GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"G\xc3\xa9T / HTTP/1.1\r\nHost: h\r\n\r\n",
+        ] {
+            let err = parse(text).unwrap_err();
+            assert_eq!(
+                err.status.as_u16(),
+                400,
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
+            assert!(err.reason.contains("method"), "{}", err.reason);
+        }
+    }
+
+    #[test]
+    fn other_methods_keep_their_token() {
+        let (req, _, _) = parse_ok(b"PROPFIND /dav HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(req.method(), Method::Other);
+        assert_eq!(req.method_str(), "PROPFIND");
+    }
+
+    #[test]
+    fn bad_target_chars_are_400() {
+        for text in [
+            &b"GET /a\x01b HTTP/1.1\r\nHost: h\r\n\r\n"[..],
+            b"GET /a\x7fb HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET /caf\xe9 HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET /a#frag HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET /a b HTTP/1.1\r\nHost: h\r\n\r\n",
+        ] {
+            assert_eq!(status_of(text), 400, "{:?}", String::from_utf8_lossy(text));
+        }
+        assert!(reason_of(b"GET /a\x01b HTTP/1.1\r\nHost: h\r\n\r\n").contains("request-target"));
+        assert!(reason_of(b"GET /a#x HTTP/1.1\r\nHost: h\r\n\r\n").contains("fragment"));
+    }
+
+    #[test]
+    fn bad_header_names_are_400() {
+        let cases: [(&[u8], &str); 5] = [
+            (
+                b"GET / HTTP/1.1\r\nHost: h\r\nBad Name: v\r\n\r\n",
+                "header",
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: h\r\nBad\"Name: v\r\n\r\n",
+                "header name",
+            ),
+            (b"GET / HTTP/1.1\r\nHost: h\r\n: v\r\n\r\n", "header"),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nNoColon\r\n\r\n", "header"),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nA\x00B: v\r\n\r\n", "header"),
+        ];
+        for (text, needle) in cases {
+            let err = parse(text).unwrap_err();
+            assert_eq!(
+                err.status.as_u16(),
+                400,
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
+            assert!(err.reason.contains(needle), "{}", err.reason);
+        }
+    }
+
+    #[test]
+    fn space_before_colon_is_400() {
+        let err = parse(b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length : 5\r\n\r\n").unwrap_err();
+        assert_eq!(err.status.as_u16(), 400);
+        assert!(err.reason.contains("whitespace"), "{}", err.reason);
+    }
+
+    #[test]
+    fn obs_fold_is_400() {
+        for text in [
+            &b"GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n\tb\r\n\r\n",
+            b"GET / HTTP/1.1\r\n Host: h\r\n\r\n",
+        ] {
+            let err = parse(text).unwrap_err();
+            assert_eq!(err.status.as_u16(), 400);
+            assert!(err.reason.contains("folding"), "{}", err.reason);
+        }
+    }
+
+    #[test]
+    fn ctl_or_nul_in_value_is_400() {
+        for text in [
+            &b"GET / HTTP/1.1\r\nHost: h\r\nX: a\x00b\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: h\r\nX: a\x01b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nX: a\x7fb\r\n\r\n",
+        ] {
+            let err = parse(text).unwrap_err();
+            assert_eq!(err.status.as_u16(), 400);
+            assert!(err.reason.contains("header value"), "{}", err.reason);
+        }
+        // HTAB and obs-text are allowed in values.
+        let (req, _, _) = parse_ok(b"GET / HTTP/1.1\r\nHost: h\r\nX: a\tb\xe9\r\n\r\n");
+        assert_eq!(req.headers().get_bytes("x"), Some(&b"a\tb\xe9"[..]));
+    }
+
+    #[test]
+    fn bare_cr_and_bare_lf_are_400() {
+        for text in [
+            &b"GET / HTTP/1.1\rHost: h\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: h\rX: y\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\n\r\r\n",
+        ] {
+            let err = parse(text).unwrap_err();
+            assert_eq!(err.status.as_u16(), 400);
+            assert!(err.reason.contains("bare CR"), "{}", err.reason);
+        }
+        for text in [
+            &b"GET / HTTP/1.1\nHost: h\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: h\n\n",
+            b"\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
+        ] {
+            let err = parse(text).unwrap_err();
+            assert_eq!(err.status.as_u16(), 400);
+            assert!(err.reason.contains("bare LF"), "{}", err.reason);
+        }
+    }
+
+    #[test]
+    fn host_rules() {
+        assert!(reason_of(b"GET / HTTP/1.1\r\n\r\n").contains("missing Host"));
+        assert!(
+            reason_of(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").contains("more than one")
+        );
+        assert_eq!(
+            status_of(b"GET / HTTP/1.0\r\nHost: a\r\nhost: a\r\n\r\n"),
+            400
+        );
+        assert_eq!(status_of(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n"), 400);
+        assert_eq!(status_of(b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n"), 400);
+        assert_eq!(status_of(b"GET / HTTP/1.1\r\nHost: u@a\r\n\r\n"), 400);
+        // Empty Host is allowed (RFC 9110 7.2), as are ports and IPv6.
+        parse_ok(b"GET / HTTP/1.1\r\nHost:\r\n\r\n");
+        parse_ok(b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n");
+        parse_ok(b"GET / HTTP/1.1\r\nHOST: example.com:80\r\n\r\n");
+    }
+
+    #[test]
+    fn transfer_encoding_in_http10_is_400() {
+        let err = parse(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap_err();
+        assert_eq!(err.status.as_u16(), 400);
+        assert!(err.reason.contains("HTTP/1.0"));
+    }
+
+    #[test]
+    fn te_and_cl_together_is_400() {
+        let err = parse(
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.status.as_u16(), 400);
+        assert_eq!(
+            err.reason,
+            "Content-Length and Transfer-Encoding both present"
+        );
+    }
+
+    #[test]
+    fn transfer_coding_rules() {
+        let base = "POST / HTTP/1.1\r\nHost: h\r\n";
+        let cases: [(&str, Result<BodyKind, u16>); 12] = [
+            ("Transfer-Encoding: chunked\r\n", Ok(BodyKind::Chunked)),
+            ("Transfer-Encoding: CHUNKED\r\n", Ok(BodyKind::Chunked)),
+            ("Transfer-Encoding: , chunked ,\r\n", Ok(BodyKind::Chunked)),
+            ("Transfer-Encoding: gzip\r\n", Err(400)),
+            ("Transfer-Encoding: chunked, gzip\r\n", Err(400)),
+            ("Transfer-Encoding: \r\n", Err(400)),
+            ("Transfer-Encoding: chunked, chunked\r\n", Err(400)),
+            (
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+                Err(400),
+            ),
+            ("Transfer-Encoding: gzip, chunked\r\n", Err(501)),
+            (
+                "Transfer-Encoding: deflate\r\nTransfer-Encoding: chunked\r\n",
+                Err(501),
+            ),
+            ("Transfer-Encoding: compress, chunked\r\n", Err(501)),
+            ("Transfer-Encoding: x-unknown, chunked\r\n", Err(501)),
+        ];
+        for (fields, expected) in cases {
+            let text = format!("{base}{fields}\r\n");
+            let got = parse(text.as_bytes())
+                .map(|r| r.unwrap().1)
+                .map_err(|e| e.status.as_u16());
+            assert_eq!(got, expected, "{fields:?}");
+        }
+    }
+
+    #[test]
+    fn content_length_rules() {
+        let base = "POST / HTTP/1.1\r\nHost: h\r\n";
+        let cases: [(&str, Result<BodyKind, &str>); 14] = [
+            ("Content-Length: 0\r\n", Ok(BodyKind::Length(0))),
+            ("Content-Length: 42\r\n", Ok(BodyKind::Length(42))),
+            ("Content-Length: 007\r\n", Ok(BodyKind::Length(7))),
+            (
+                "Content-Length: 18446744073709551615\r\n",
+                Ok(BodyKind::Length(u64::MAX)),
+            ),
+            ("Content-Length: 5, 5\r\n", Ok(BodyKind::Length(5))),
+            (
+                "Content-Length: 5\r\nContent-Length: 5\r\n",
+                Ok(BodyKind::Length(5)),
+            ),
+            ("Content-Length: 18446744073709551616\r\n", Err("too large")),
+            (
+                "Content-Length: 99999999999999999999999\r\n",
+                Err("too large"),
+            ),
+            ("Content-Length: \r\n", Err("empty")),
+            ("Content-Length: +5\r\n", Err("sign")),
+            ("Content-Length: -1\r\n", Err("sign")),
+            ("Content-Length: 5a\r\n", Err("not a decimal")),
+            ("Content-Length: 5, 6\r\n", Err("conflicting")),
+            (
+                "Content-Length: 5\r\nContent-Length: 6\r\n",
+                Err("conflicting"),
+            ),
+        ];
+        for (fields, expected) in cases {
+            let text = format!("{base}{fields}\r\n");
+            match (parse(text.as_bytes()), expected) {
+                (Ok(Some((_, kind))), Ok(want)) => assert_eq!(kind, want, "{fields:?}"),
+                (Err(e), Err(needle)) => {
+                    assert_eq!(e.status.as_u16(), 400, "{fields:?}");
+                    assert!(e.reason.contains(needle), "{fields:?}: {}", e.reason);
+                }
+                (got, want) => panic!("{fields:?}: got {got:?}, want {want:?}"),
+            }
+        }
+        assert_eq!(
+            status_of(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5,\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status_of(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0x10\r\n\r\n"),
+            400
+        );
+    }
+
+    #[test]
+    fn target_form_vs_method() {
+        let ok: [&[u8]; 5] = [
+            b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+            b"CONNECT [::1]:443 HTTP/1.1\r\nHost: [::1]:443\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET http://example.com/x?y HTTP/1.1\r\nHost: other\r\n\r\n",
+            b"OPTIONS /x HTTP/1.1\r\nHost: h\r\n\r\n",
+        ];
+        for text in ok {
+            parse_ok(text);
+        }
+        let bad: [&[u8]; 8] = [
+            b"GET example.com:443 HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"CONNECT / HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"CONNECT http://h/ HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"CONNECT example.com HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"CONNECT example.com: HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"CONNECT * HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET * HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET index.html HTTP/1.1\r\nHost: h\r\n\r\n",
+        ];
+        for text in bad {
+            assert_eq!(status_of(text), 400, "{:?}", String::from_utf8_lossy(text));
+        }
+        let (req, _, _) = parse_ok(b"GET http://example.com/x?y HTTP/1.1\r\nHost: other\r\n\r\n");
+        assert_eq!(req.target_form(), TargetForm::Absolute);
+        assert_eq!(req.host(), Some("example.com"));
+        assert_eq!(req.path(), "/x");
+    }
+
+    #[test]
+    fn connection_semantics_after_parse() {
+        let (req, _, _) = parse_ok(
+            b"GET /chat HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        );
+        assert!(req.is_upgrade());
+        let (req, _, kind) = parse_ok(
+            b"PUT /f HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        assert!(req.expects_continue());
+        assert!(req.is_chunked());
+        assert_eq!(kind, BodyKind::Chunked);
+    }
+
+    #[test]
+    fn error_display_is_useful() {
+        let e = HttpError::bad_request("missing Host header (required in HTTP/1.1)");
+        assert_eq!(
+            e.to_string(),
+            "400 Bad Request: missing Host header (required in HTTP/1.1)"
+        );
+    }
+
+    #[test]
+    fn parser_recovers_after_error() {
+        let mut parser = HeadParser::new();
+        let mut req = Request::new();
+        assert!(parser
+            .parse_request(b"GET / HTTP/1.1\r\n\r\n", &limits(), &mut req)
+            .is_err());
+        assert!(parser
+            .parse_request(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", &limits(), &mut req)
+            .unwrap()
+            .is_some());
+        // A shorter buffer than already scanned means a new head.
+        let mut parser = HeadParser::new();
+        assert_eq!(
+            parser.parse_request(b"GET /long/path HTTP/1.1\r\n", &limits(), &mut req),
+            Ok(None)
+        );
+        assert!(parser
+            .parse_request(b"GET / HTTP/1.0\r\n\r\n", &limits(), &mut req)
+            .unwrap()
+            .is_some());
+    }
+
+    #[test]
+    fn hostile_inputs_never_panic() {
+        // Deterministic pseudo-random bytes biased towards HTTP syntax.
+        let alphabet =
+            b"GET /HTP1.0\r\n:; ,\t\x00\x7f\xffHost:Content-Length:Transfer-Encoding:chunked5";
+        let mut seed: u32 = 12345;
+        for _ in 0..3000 {
+            let mut text = Vec::new();
+            let len = (seed % 120) as usize;
+            for _ in 0..len {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                text.push(alphabet[(seed >> 16) as usize % alphabet.len()]);
+            }
+            let mut req = Request::new();
+            let mut resp = ResponseHead::new();
+            let _ = HeadParser::new().parse_request(&text, &limits(), &mut req);
+            let _ = HeadParser::new().parse_response(&text, &limits(), Method::Get, &mut resp);
+        }
+    }
+
+    // ---- responses ----
+
+    fn parse_resp(text: &[u8], method: Method) -> Result<Option<(usize, BodyKind)>, HttpError> {
+        let mut resp = ResponseHead::new();
+        HeadParser::new().parse_response(text, &limits(), method, &mut resp)
+    }
+
+    fn resp_kind(text: &[u8], method: Method) -> BodyKind {
+        parse_resp(text, method).unwrap().unwrap().1
+    }
+
+    #[test]
+    fn simple_response() {
+        let text = b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nX-A: b\r\n\r\nnot found";
+        let mut resp = ResponseHead::new();
+        let (len, kind) = HeadParser::new()
+            .parse_response(text, &limits(), Method::Get, &mut resp)
+            .unwrap()
+            .unwrap();
+        assert_eq!(&text[len..], b"not found");
+        assert_eq!(kind, BodyKind::Length(9));
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        assert_eq!(resp.reason(), "Not Found");
+        assert_eq!(resp.version(), Version::Http11);
+        assert_eq!(resp.header("x-a"), Some("b"));
+    }
+
+    #[test]
+    fn response_body_kinds() {
+        let cases: [(&[u8], Method, BodyKind); 12] = [
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                Method::Head,
+                BodyKind::None,
+            ),
+            (
+                b"HTTP/1.1 100 Continue\r\n\r\n",
+                Method::Post,
+                BodyKind::None,
+            ),
+            (
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+                Method::Get,
+                BodyKind::None,
+            ),
+            (
+                b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+                Method::Get,
+                BodyKind::None,
+            ),
+            (
+                b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Method::Get,
+                BodyKind::None,
+            ),
+            (b"HTTP/1.1 200 OK\r\n\r\n", Method::Connect, BodyKind::None),
+            (
+                b"HTTP/1.1 407 Auth\r\nContent-Length: 3\r\n\r\n",
+                Method::Connect,
+                BodyKind::Length(3),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+                Method::Get,
+                BodyKind::Chunked,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+                Method::Get,
+                BodyKind::UntilClose,
+            ),
+            (
+                b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Method::Get,
+                BodyKind::UntilClose,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n",
+                Method::Get,
+                BodyKind::Length(5),
+            ),
+            (
+                b"HTTP/1.0 200 OK\r\n\r\n",
+                Method::Get,
+                BodyKind::UntilClose,
+            ),
+        ];
+        for (text, method, want) in cases {
+            assert_eq!(
+                resp_kind(text, method),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
+        }
+    }
+
+    #[test]
+    fn response_errors_are_502() {
+        let cases: [&[u8]; 7] = [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            b"HTTP/2.0 200 OK\r\n\r\n",
+            b"HTTP/1.1 099 Low\r\n\r\n",
+            b"HTTP/1.1 20 OK\r\n\r\n",
+        ];
+        for text in cases {
+            let err = parse_resp(text, Method::Get).unwrap_err();
+            assert_eq!(
+                err.status,
+                StatusCode::BAD_GATEWAY,
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
+        }
+        assert_eq!(
+            parse_resp(b"HTTP/1.1 200 OK\r\nX: a\rb\r\n\r\n", Method::Get)
+                .unwrap_err()
+                .reason,
+            "bare CR in response head"
+        );
+    }
+
+    #[test]
+    fn response_leniency() {
+        let mut resp = ResponseHead::new();
+        let text = b"HTTP/1.1 200 OK\nX-Folded: a\r\n  b\nName : v\n\nbody";
+        let (len, kind) = HeadParser::new()
+            .parse_response(text, &limits(), Method::Get, &mut resp)
+            .unwrap()
+            .unwrap();
+        assert_eq!(&text[len..], b"body");
+        assert_eq!(kind, BodyKind::UntilClose);
+        assert_eq!(resp.header("x-folded"), Some("a    b"));
+        assert_eq!(resp.header("name"), Some("v"));
+        // No reason phrase at all.
+        let mut resp = ResponseHead::new();
+        HeadParser::new()
+            .parse_response(b"HTTP/1.1 200\r\n\r\n", &limits(), Method::Get, &mut resp)
+            .unwrap()
+            .unwrap();
+        assert_eq!(resp.reason(), "");
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn response_split_everywhere() {
+        let text = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nServer: x\r\n\r\n";
+        for split in 0..=text.len() {
+            let mut parser = HeadParser::new();
+            let mut resp = ResponseHead::new();
+            let first = parser.parse_response(&text[..split], &limits(), Method::Get, &mut resp);
+            let result = match first {
+                Ok(Some(r)) => r,
+                Ok(None) => parser
+                    .parse_response(text, &limits(), Method::Get, &mut resp)
+                    .unwrap()
+                    .unwrap(),
+                Err(e) => panic!("{split}: {e}"),
+            };
+            assert_eq!(result, (text.len(), BodyKind::Chunked), "{split}");
+            assert_eq!(resp.header("server"), Some("x"));
+        }
+    }
+
+    #[test]
+    fn response_limits() {
+        let mut l = limits();
+        l.max_head_size = 40;
+        let mut resp = ResponseHead::new();
+        let err = HeadParser::new()
+            .parse_response(&[b'X'; 41], &l, Method::Get, &mut resp)
+            .unwrap_err();
+        assert_eq!(err.status, StatusCode::BAD_GATEWAY);
+        l = limits();
+        l.max_headers = 1;
+        let err = HeadParser::new()
+            .parse_response(
+                b"HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\n\r\n",
+                &l,
+                Method::Get,
+                &mut resp,
+            )
+            .unwrap_err();
+        assert_eq!(err.reason, "too many header fields in response");
+    }
+}

@@ -1,0 +1,179 @@
+//! Writing response heads and chunk framing into a byte buffer.
+
+use super::date::with_date;
+use super::response::Response;
+
+/// How the body of a response is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// No body can follow (HEAD, 1xx, 204, 304).
+    None,
+    /// `Content-Length: n`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// The body ends when the connection closes (HTTP/1.0 clients, unknown length).
+    UntilClose,
+}
+
+/// What the head says about the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnectionHeader {
+    /// Nothing (HTTP/1.1 default: persistent).
+    Omit,
+    /// `Connection: keep-alive` (needed for HTTP/1.0 clients).
+    KeepAlive,
+    /// `Connection: close`.
+    Close,
+}
+
+/// Appends the response head: status line, the application's fields, `Date` unless the
+/// application set one, the framing field (`write_length` false for 304/HEAD cases where
+/// the application decides), `Connection`, and the blank line.
+pub(crate) fn encode_head(
+    out: &mut Vec<u8>,
+    response: &Response,
+    framing: Framing,
+    connection: ConnectionHeader,
+    loop_now_ms: u64,
+) {
+    let status = response.status();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_u64(out, status.as_u16() as u64);
+    out.push(b' ');
+    out.extend_from_slice(response.reason().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in response.headers().iter() {
+        // "Connection: upgrade" etc. are written below with our own Connection decision.
+        if name.eq_ignore_ascii_case("connection") {
+            continue;
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if !response.has("date") {
+        with_date(loop_now_ms, |date| {
+            out.extend_from_slice(b"Date: ");
+            out.extend_from_slice(date);
+            out.extend_from_slice(b"\r\n");
+        });
+    }
+    match framing {
+        Framing::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            push_u64(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        Framing::None => {
+            // A HEAD or 304 response may state the length the full response would have.
+            if let Some(n) = response.content_length() {
+                if status.as_u16() != 204 && !status.is_informational() {
+                    out.extend_from_slice(b"Content-Length: ");
+                    push_u64(out, n);
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+        }
+        Framing::UntilClose => {}
+    }
+    let extra_connection = response.headers().get("connection");
+    match (connection, extra_connection) {
+        (ConnectionHeader::Close, _) => out.extend_from_slice(b"Connection: close\r\n"),
+        (ConnectionHeader::KeepAlive, None) => out.extend_from_slice(b"Connection: keep-alive\r\n"),
+        (ConnectionHeader::KeepAlive, Some(v)) => {
+            out.extend_from_slice(b"Connection: keep-alive, ");
+            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        (ConnectionHeader::Omit, Some(v)) => {
+            out.extend_from_slice(b"Connection: ");
+            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        (ConnectionHeader::Omit, None) => {}
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends a decimal number without going through `fmt`.
+pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// The chunk-size line for a chunk of `len` bytes: `{len:x}\r\n`.
+pub(crate) fn chunk_size_line(len: usize, buf: &mut [u8; 20]) -> &[u8] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut i = 18;
+    buf[18] = b'\r';
+    buf[19] = b'\n';
+    let mut n = len;
+    loop {
+        i -= 1;
+        buf[i] = HEX[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
+/// The last chunk with no trailer fields.
+pub(crate) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::StatusCode;
+
+    fn head(r: &Response, f: Framing, c: ConnectionHeader) -> String {
+        let mut out = Vec::new();
+        encode_head(&mut out, r, f, c, 0);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn head_with_length() {
+        let mut r = Response::new();
+        r.set_content_type("text/plain");
+        let h = head(&r, Framing::Length(13), ConnectionHeader::Omit);
+        assert!(h.starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: "));
+        assert!(h.ends_with(" GMT\r\nContent-Length: 13\r\n\r\n"));
+    }
+
+    #[test]
+    fn chunked_and_close() {
+        let mut r = Response::new();
+        r.set_status(StatusCode::NOT_FOUND);
+        r.set("Date", "x");
+        let h = head(&r, Framing::Chunked, ConnectionHeader::Close);
+        assert_eq!(
+            h,
+            "HTTP/1.1 404 Not Found\r\nDate: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn chunk_lines() {
+        let mut b = [0u8; 20];
+        assert_eq!(chunk_size_line(0, &mut b), b"0\r\n");
+        assert_eq!(chunk_size_line(255, &mut b), b"ff\r\n");
+        assert_eq!(chunk_size_line(0x10000, &mut b), b"10000\r\n");
+        let mut out = Vec::new();
+        push_u64(&mut out, 1234567890);
+        assert_eq!(out, b"1234567890");
+    }
+}

@@ -1,0 +1,37 @@
+//! HTTP/1.1: messages, parsing, the server connection and the server.
+//!
+//! Reading flows down this list, writing up it: `decode`/`body` turn bytes into a
+//! [`Request`]; `conn` drives one connection; [`ServerConnection`] is what the application
+//! answers through; `encode` turns the [`Response`] back into bytes.
+
+pub mod body;
+mod conn;
+mod date;
+pub mod decode;
+mod encode;
+pub mod headers;
+pub mod method;
+mod options;
+pub mod request;
+mod responder;
+mod response;
+pub mod response_head;
+mod server;
+mod server_connection;
+pub mod status;
+pub mod url;
+
+pub use body::{BodyDecoder, BodyLimits, Step};
+pub use date::format_imf_fixdate;
+pub use decode::{BodyKind, HeadLimits, HeadParser, HttpError};
+pub use headers::Headers;
+pub use method::Method;
+pub use options::{OverLimit, ServerOptions};
+pub use request::{Request, TargetForm, Version};
+pub use responder::{ServerConnectionFactory, ServerResponder};
+pub use response::Response;
+pub use response_head::ResponseHead;
+pub use server::{Server, ServerError};
+pub use server_connection::{Flow, ResponseRef, SendError, ServerConnection, ServerConnectionPtr};
+pub use status::StatusCode;
+pub use url::{Url, UrlError};

@@ -1,0 +1,544 @@
+//! `http::Server`: listens, accepts, and runs connections on a libuv loop.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::net::SocketAddr;
+use std::rc::{Rc, Weak};
+
+use super::body::BodyLimits;
+use super::conn::{ConnConfig, ConnCore};
+use super::decode::HeadLimits;
+use super::options::{OverLimit, ServerOptions};
+use super::responder::ServerConnectionFactory;
+use super::server_connection::{ServerConnection, ServerConnectionPtr};
+use crate::net::{Socket, TcpListener, TcpSocket};
+use crate::signal::Signal;
+use crate::uv::{self, Loop, Timer, UvError};
+
+/// Why a server could not start.
+#[derive(Debug)]
+pub struct ServerError {
+    message: String,
+    source: Option<UvError>,
+}
+
+impl ServerError {
+    fn new(message: impl Into<String>) -> Self {
+        ServerError {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    fn listen(addr: &str, e: UvError) -> Self {
+        let reason = if e.is_addr_in_use() {
+            let port = addr.rsplit(':').next().unwrap_or(addr);
+            format!("port {port} is in use")
+        } else if e.name() == "EACCES" {
+            "permission denied (ports below 1024 need privileges)".to_string()
+        } else if e.name() == "EADDRNOTAVAIL" {
+            "that address is not assigned to this machine".to_string()
+        } else {
+            e.description().to_string()
+        };
+        ServerError {
+            message: format!("cannot listen on {addr}: {reason} ({})", e.name()),
+            source: Some(e),
+        }
+    }
+
+    /// The libuv error underneath, if any.
+    pub fn uv_error(&self) -> Option<&UvError> {
+        self.source.as_ref()
+    }
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ServerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunState {
+    Idle,
+    Running,
+    Stopping,
+    Stopped,
+}
+
+enum Binding {
+    Address(SocketAddr),
+    /// A socket inherited from the parent process (systemd socket activation) or handed over.
+    Fd(i32),
+}
+
+/// State shared by the server handle and its connections.
+pub(crate) struct ServerShared {
+    me: Weak<ServerShared>,
+    lp: Loop,
+    binding: RefCell<Option<Binding>>,
+    options: RefCell<ServerOptions>,
+    config: RefCell<Rc<ConnConfig>>,
+    listener: RefCell<Option<TcpListener>>,
+    bound: Cell<Option<SocketAddr>>,
+    timer: RefCell<Option<Timer>>,
+    state: Cell<RunState>,
+    stop_deadline: Cell<u64>,
+    conns: RefCell<Vec<Option<Rc<ConnCore>>>>,
+    free_slots: RefCell<Vec<usize>>,
+    live: Cell<usize>,
+    accept_paused: Cell<bool>,
+    exchange_pool: RefCell<Vec<Rc<ServerConnection>>>,
+    connection: Signal<dyn FnMut(ServerConnectionPtr)>,
+    factory: RefCell<Option<Rc<dyn ServerConnectionFactory>>>,
+    stopped: Signal<dyn FnMut()>,
+}
+
+/// Exchange objects kept for reuse per server.
+const EXCHANGE_POOL_MAX: usize = 1024;
+
+/// An HTTP/1.1 server on a libuv loop, as icey's `http::Server`.
+///
+/// ```no_run
+/// use uvhttp::http::{Server, StatusCode};
+/// use uvhttp::uv;
+///
+/// let mut srv = Server::new("0.0.0.0", 1337).unwrap();
+/// srv.connection += |conn: uvhttp::http::ServerConnectionPtr| {
+///     conn.respond(StatusCode::OK, "text/plain", b"hello\n").ok();
+/// };
+/// srv.start().unwrap();
+/// uv::run(uv::default_loop(), uv::RunMode::Default);
+/// ```
+pub struct Server {
+    shared: Rc<ServerShared>,
+    /// Emitted once per request when its head has arrived: icey's `Connection` signal. The
+    /// handle it passes is per request; keep a clone to answer later.
+    pub connection: Signal<dyn FnMut(ServerConnectionPtr)>,
+    /// Emitted once when a `stop()` has finished (every connection closed).
+    pub stopped: Signal<dyn FnMut()>,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Server(address={:?}, connections={})",
+            self.address(),
+            self.connection_count()
+        )
+    }
+}
+
+impl Server {
+    /// A server for `host:port` on the default loop (not listening until `start()`).
+    /// `host` is an IP literal (`0.0.0.0`, `::`, `127.0.0.1`, `[::1]`) or `localhost`; port 0
+    /// picks a free port (see [`Server::address`]).
+    pub fn new(host: &str, port: u16) -> Result<Server, ServerError> {
+        Server::with_loop(uv::default_loop(), host, port)
+    }
+
+    /// The same on a loop of the caller's (which the caller runs).
+    pub fn with_loop(lp: Loop, host: &str, port: u16) -> Result<Server, ServerError> {
+        let addr = uv::parse_host(host, port).map_err(ServerError::new)?;
+        Ok(Server::build(lp, Binding::Address(addr)))
+    }
+
+    /// A server on a listening socket inherited from the parent process, e.g. by systemd
+    /// socket activation (`LISTEN_FDS`, fd 3 onwards); see [`Server::from_systemd`]. The
+    /// server takes ownership of the descriptor.
+    #[cfg(unix)]
+    pub fn from_listener(lp: Loop, listener: std::net::TcpListener) -> Server {
+        use std::os::fd::IntoRawFd;
+        Server::build(lp, Binding::Fd(listener.into_raw_fd()))
+    }
+
+    /// The first socket passed by systemd socket activation, if this process was started that
+    /// way (`LISTEN_PID` is ours and `LISTEN_FDS` >= 1).
+    #[cfg(unix)]
+    pub fn from_systemd(lp: Loop) -> Result<Server, ServerError> {
+        let pid_ok = std::env::var("LISTEN_PID")
+            .ok()
+            .and_then(|p| p.parse::<u32>().ok())
+            == Some(std::process::id());
+        let fds = std::env::var("LISTEN_FDS")
+            .ok()
+            .and_then(|n| n.parse::<i32>().ok())
+            .unwrap_or(0);
+        if !pid_ok || fds < 1 {
+            return Err(ServerError::new(
+                "not started by systemd socket activation (LISTEN_PID/LISTEN_FDS not set for this process)",
+            ));
+        }
+        const SD_LISTEN_FDS_START: i32 = 3;
+        Ok(Server::build(lp, Binding::Fd(SD_LISTEN_FDS_START)))
+    }
+
+    fn build(lp: Loop, binding: Binding) -> Server {
+        let connection: Signal<dyn FnMut(ServerConnectionPtr)> = Signal::new();
+        let stopped: Signal<dyn FnMut()> = Signal::new();
+        let options = ServerOptions::default();
+        let config = Rc::new(conn_config(&options));
+        let shared = Rc::new_cyclic(|me| ServerShared {
+            me: me.clone(),
+            lp,
+            binding: RefCell::new(Some(binding)),
+            options: RefCell::new(options),
+            config: RefCell::new(config),
+            listener: RefCell::new(None),
+            bound: Cell::new(None),
+            timer: RefCell::new(None),
+            state: Cell::new(RunState::Idle),
+            stop_deadline: Cell::new(0),
+            conns: RefCell::new(Vec::new()),
+            free_slots: RefCell::new(Vec::new()),
+            live: Cell::new(0),
+            accept_paused: Cell::new(false),
+            exchange_pool: RefCell::new(Vec::new()),
+            connection: connection.clone(),
+            factory: RefCell::new(None),
+            stopped: stopped.clone(),
+        });
+        Server {
+            shared,
+            connection,
+            stopped,
+        }
+    }
+
+    /// Changes settings (limits, timeouts); takes effect for connections accepted afterwards.
+    pub fn configure(&self, f: impl FnOnce(&mut ServerOptions)) {
+        let mut opts = self.shared.options.borrow_mut();
+        f(&mut opts);
+        *self.shared.config.borrow_mut() = Rc::new(conn_config(&opts));
+    }
+
+    /// A copy of the current settings.
+    pub fn options(&self) -> ServerOptions {
+        self.shared.options.borrow().clone()
+    }
+
+    /// Creates a [`crate::http::ServerResponder`] per request (icey's factory).
+    pub fn set_factory(&self, factory: impl ServerConnectionFactory + 'static) {
+        *self.shared.factory.borrow_mut() = Some(Rc::new(factory));
+    }
+
+    /// The loop this server runs on.
+    pub fn event_loop(&self) -> Loop {
+        self.shared.lp
+    }
+
+    /// Binds and listens. Errors name the address and the reason, e.g.
+    /// "cannot listen on 0.0.0.0:1337: port 1337 is in use (EADDRINUSE)".
+    pub fn start(&self) -> Result<(), ServerError> {
+        let sh = &self.shared;
+        if sh.state.get() == RunState::Running {
+            return Ok(());
+        }
+        if sh.state.get() != RunState::Idle {
+            return Err(ServerError::new(
+                "a stopped server cannot be started again; create a new one",
+            ));
+        }
+        let opts = sh.options.borrow().clone();
+        let binding = sh.binding.borrow_mut().take();
+        let listener = match binding {
+            Some(Binding::Address(addr)) => {
+                let l = TcpListener::bind(sh.lp, &addr, opts.reuse_port)
+                    .map_err(|e| ServerError::listen(&addr.to_string(), e))?;
+                l.listen(opts.backlog, accept_callback(Rc::downgrade(sh)))
+                    .map_err(|e| ServerError::listen(&addr.to_string(), e))?;
+                l
+            }
+            Some(Binding::Fd(fd)) => {
+                // SAFETY: the descriptor was handed over to this server (from_listener took
+                // ownership; from_systemd's fd belongs to the process by the protocol).
+                let l = unsafe { TcpListener::from_fd(sh.lp, fd) }
+                    .map_err(|e| ServerError::listen(&format!("inherited fd {fd}"), e))?;
+                l.listen(opts.backlog, accept_callback(Rc::downgrade(sh)))
+                    .map_err(|e| ServerError::listen(&format!("inherited fd {fd}"), e))?;
+                l
+            }
+            None => return Err(ServerError::new("server has no address to listen on")),
+        };
+        sh.bound.set(listener.local_addr());
+        *sh.listener.borrow_mut() = Some(listener);
+        let tick = opts.tick().as_millis() as u64;
+        let timer = Timer::new(sh.lp).map_err(|e| ServerError::new(format!("timer: {e}")))?;
+        let weak = Rc::downgrade(sh);
+        timer
+            .start(tick, tick, move || {
+                if let Some(sh) = weak.upgrade() {
+                    sh.sweep();
+                }
+            })
+            .map_err(|e| ServerError::new(format!("timer: {e}")))?;
+        *sh.timer.borrow_mut() = Some(timer);
+        sh.state.set(RunState::Running);
+        log::debug!("listening on {:?}", sh.bound.get());
+        Ok(())
+    }
+
+    /// Stops gracefully: stops accepting, closes idle keep-alive connections, lets in-flight
+    /// responses finish (with `Connection: close`) for up to `stop_timeout`, then closes what
+    /// is left. When everything is closed, `stopped` is emitted and the server holds no
+    /// handles, so the loop can exit and be closed.
+    pub fn stop(&self) {
+        self.shared.stop();
+    }
+
+    /// The address the server listens on (with the real port when 0 was asked).
+    pub fn address(&self) -> Option<SocketAddr> {
+        self.shared.bound.get()
+    }
+
+    /// Connections currently open.
+    pub fn connection_count(&self) -> usize {
+        self.shared.live.get()
+    }
+
+    /// True between `start()` and the end of `stop()`.
+    pub fn is_running(&self) -> bool {
+        matches!(
+            self.shared.state.get(),
+            RunState::Running | RunState::Stopping
+        )
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shared.stop();
+    }
+}
+
+fn conn_config(o: &ServerOptions) -> ConnConfig {
+    let ms = |d: std::time::Duration| d.as_millis().min(u64::MAX as u128) as u64;
+    ConnConfig {
+        head_limits: HeadLimits {
+            max_request_line: o.max_request_line,
+            max_head_size: o.max_head_size,
+            max_headers: o.max_headers,
+        },
+        body_limits: BodyLimits {
+            max_chunk_line: o.max_chunk_line,
+            max_trailer_size: o.max_trailer_size,
+            ..BodyLimits::default()
+        },
+        max_body_size: o.max_body_size,
+        max_pipelined: o.max_pipelined.max(1),
+        high_water: o.write_high_water_mark.max(1),
+        header_timeout_ms: ms(o.header_timeout),
+        idle_timeout_ms: ms(o.idle_timeout),
+        body_timeout_ms: ms(o.body_timeout),
+        write_timeout_ms: ms(o.write_timeout),
+        linger_timeout_ms: ms(o.linger_timeout),
+    }
+}
+
+fn accept_callback(weak: Weak<ServerShared>) -> impl FnMut(Result<(), UvError>) {
+    move |status| {
+        let Some(sh) = weak.upgrade() else { return };
+        if let Err(e) = status {
+            log::warn!("accept failed: {e}");
+            return;
+        }
+        sh.on_incoming();
+    }
+}
+
+impl ServerShared {
+    pub(crate) fn now(&self) -> u64 {
+        self.lp.now()
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        matches!(self.state.get(), RunState::Stopping | RunState::Stopped)
+    }
+
+    pub(crate) fn connection_signal(&self) -> Signal<dyn FnMut(ServerConnectionPtr)> {
+        self.connection.clone()
+    }
+
+    pub(crate) fn factory(&self) -> Option<Rc<dyn ServerConnectionFactory>> {
+        self.factory.borrow().clone()
+    }
+
+    pub(crate) fn take_exchange(&self) -> Rc<ServerConnection> {
+        self.exchange_pool
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(ServerConnection::new_pooled)
+    }
+
+    /// Puts an exchange back for reuse if nobody else holds it; otherwise lets it go.
+    pub(crate) fn recycle_exchange(&self, mut ex: Rc<ServerConnection>) {
+        if ex.has_app_refs() {
+            return;
+        }
+        if let Some(inner) = Rc::get_mut(&mut ex) {
+            inner.reset();
+        } else {
+            return;
+        }
+        let mut pool = self.exchange_pool.borrow_mut();
+        if pool.len() < EXCHANGE_POOL_MAX {
+            pool.push(ex);
+        }
+    }
+
+    fn on_incoming(&self) {
+        if self.state.get() != RunState::Running {
+            return;
+        }
+        let (max, policy) = {
+            let o = self.options.borrow();
+            (o.max_connections, o.over_limit)
+        };
+        if self.live.get() >= max && policy == OverLimit::PauseAccepting {
+            // Leave it queued in the kernel; libuv stops watching the listener until we
+            // accept, which `unregister` does when a slot frees up.
+            self.accept_paused.set(true);
+            return;
+        }
+        self.accept_one(self.live.get() >= max);
+    }
+
+    fn accept_one(&self, over_limit: bool) {
+        let socket = {
+            let listener = self.listener.borrow();
+            let Some(l) = listener.as_ref() else { return };
+            match l.accept() {
+                Ok(s) => s,
+                Err(e) => {
+                    log::debug!("accept: {e}");
+                    return;
+                }
+            }
+        };
+        if self.options.borrow().tcp_nodelay {
+            let _ = socket.set_nodelay(true);
+        }
+        log::debug!("accepted connection from {:?}", socket.peer_addr());
+        let sh = self.me.upgrade().expect("live server");
+        let config = self.config.borrow().clone();
+        let socket: Rc<TcpSocket> = socket;
+        let socket: Rc<dyn Socket> = socket;
+        let core = ConnCore::new(sh, config, socket);
+        self.register(core.clone());
+        if over_limit {
+            log::debug!("over max_connections: answering 503");
+            core.reject_overloaded();
+        } else {
+            core.start();
+        }
+    }
+
+    fn register(&self, core: Rc<ConnCore>) {
+        let mut conns = self.conns.borrow_mut();
+        let slot = match self.free_slots.borrow_mut().pop() {
+            Some(s) => s,
+            None => {
+                conns.push(None);
+                conns.len() - 1
+            }
+        };
+        core.set_slot(slot);
+        conns[slot] = Some(core);
+        self.live.set(self.live.get() + 1);
+    }
+
+    pub(crate) fn unregister(&self, slot: usize) {
+        let removed = {
+            let mut conns = self.conns.borrow_mut();
+            conns.get_mut(slot).and_then(Option::take)
+        };
+        if removed.is_none() {
+            return;
+        }
+        self.free_slots.borrow_mut().push(slot);
+        self.live.set(self.live.get() - 1);
+        // Drop the connection after the registry borrow ended (its drop closes handles).
+        drop(removed);
+        if self.accept_paused.get() && self.state.get() == RunState::Running {
+            self.accept_paused.set(false);
+            self.accept_one(false);
+        }
+        if self.state.get() == RunState::Stopping && self.live.get() == 0 {
+            self.finish_stop();
+        }
+    }
+
+    fn live_connections(&self) -> Vec<Rc<ConnCore>> {
+        self.conns.borrow().iter().flatten().cloned().collect()
+    }
+
+    fn sweep(&self) {
+        let now = self.lp.now();
+        if self.state.get() == RunState::Stopping && now >= self.stop_deadline.get() {
+            let left = self.live_connections();
+            if !left.is_empty() {
+                log::warn!(
+                    "stop timeout: closing {} connection(s) with responses still in flight",
+                    left.len()
+                );
+            }
+            for c in left {
+                c.abort();
+            }
+            return;
+        }
+        let n = self.conns.borrow().len();
+        for i in 0..n {
+            let c = self.conns.borrow().get(i).cloned().flatten();
+            if let Some(c) = c {
+                c.on_tick(now);
+            }
+        }
+    }
+
+    fn stop(&self) {
+        match self.state.get() {
+            RunState::Running => {}
+            RunState::Idle => {
+                self.state.set(RunState::Stopped);
+                return;
+            }
+            RunState::Stopping | RunState::Stopped => return,
+        }
+        self.state.set(RunState::Stopping);
+        let timeout = self.options.borrow().stop_timeout.as_millis() as u64;
+        self.stop_deadline.set(self.lp.now() + timeout);
+        if let Some(l) = self.listener.borrow_mut().take() {
+            l.close();
+        }
+        log::debug!("stopping: {} connection(s) open", self.live.get());
+        for c in self.live_connections() {
+            c.begin_stop();
+        }
+        if self.live.get() == 0 {
+            self.finish_stop();
+        }
+    }
+
+    fn finish_stop(&self) {
+        if self.state.replace(RunState::Stopped) == RunState::Stopped {
+            return;
+        }
+        // Dropping the timer closes it (safe even from inside its own callback).
+        let timer = self.timer.borrow_mut().take();
+        drop(timer);
+        self.exchange_pool.borrow_mut().clear();
+        log::debug!("server stopped");
+        self.stopped.emit(|slot| slot());
+    }
+}

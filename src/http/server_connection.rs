@@ -1,0 +1,838 @@
+//! `ServerConnection`: one request on a connection and its response, as the application sees it.
+//!
+//! icey's `ServerConnection` is the TCP connection itself, answered synchronously. Here a
+//! connection can carry several requests at once (pipelining), each answered whenever the
+//! application is ready, so the handle is per request: `request()` is *this* request and
+//! `send()` writes *its* response. Responses reach the wire in request order: a response that
+//! is not yet first in line is buffered until the ones before it are complete.
+//!
+//! The application gets [`ServerConnectionPtr`]s. Keeping one past the callback defers the
+//! answer; when the last one is dropped without the response being finished, the library
+//! answers `500` (or ends the body) and logs it, so no client is left hanging.
+
+use std::cell::{Cell, Ref, RefCell};
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
+use std::rc::{Rc, Weak};
+
+use super::conn::ConnCore;
+use super::encode::{chunk_size_line, encode_head, ConnectionHeader, Framing, LAST_CHUNK};
+use super::headers::Headers;
+use super::method::Method;
+use super::request::{Request, Version};
+use super::responder::ServerResponder;
+use super::response::Response;
+use super::status::StatusCode;
+use crate::net::pool;
+use crate::signal::{signal_signature, Signal};
+use crate::uv::OwnedBuf;
+
+signal_signature!(
+    (&ServerConnection),
+    (&ServerConnection, &[u8]),
+    (ServerConnectionPtr)
+);
+
+/// Why a send was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// The connection is closed (or the request was abandoned): nothing can be sent.
+    ConnectionClosed,
+    /// `send_header()` was already called for this response.
+    HeadersAlreadySent,
+    /// The response is already complete.
+    ResponseComplete,
+    /// More body bytes than the declared `Content-Length`.
+    BodyTooLong {
+        /// The declared length.
+        declared: u64,
+        /// Bytes that would have been sent in total.
+        attempted: u64,
+    },
+    /// The response ended with fewer bytes than its `Content-Length`: the connection is closed
+    /// so the client sees the truncation instead of waiting forever.
+    BodyIncomplete {
+        /// The declared length.
+        declared: u64,
+        /// Bytes sent.
+        sent: u64,
+    },
+    /// This status (1xx, 204, 304) cannot have a body.
+    BodyNotAllowed(StatusCode),
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::ConnectionClosed => f.write_str("the connection is closed"),
+            SendError::HeadersAlreadySent => f.write_str("the response head was already sent"),
+            SendError::ResponseComplete => f.write_str("the response is already complete"),
+            SendError::BodyTooLong {
+                declared,
+                attempted,
+            } => write!(
+                f,
+                "body longer than its Content-Length ({attempted} > {declared} bytes)"
+            ),
+            SendError::BodyIncomplete { declared, sent } => write!(
+                f,
+                "response ended after {sent} of {declared} Content-Length bytes; connection closed"
+            ),
+            SendError::BodyNotAllowed(s) => write!(f, "a {s} response cannot have a body"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// What a successful send says about the connection's write queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Below the high-water mark: keep sending.
+    Continue,
+    /// At or above the high-water mark: a streaming producer should wait for the `drain`
+    /// signal before sending more (sending still works; it only grows the queue).
+    Pause,
+}
+
+#[derive(Debug, Default)]
+struct Output {
+    framing: Option<Framing>,
+    /// Body bytes sent so far.
+    sent: u64,
+    /// Output produced while an earlier response is still being written.
+    buffered: Option<VecDeque<OwnedBuf>>,
+    buffered_bytes: usize,
+}
+
+/// One request and its response. See the module docs.
+pub struct ServerConnection {
+    me: Weak<ServerConnection>,
+    core: RefCell<Weak<ConnCore>>,
+    request: RefCell<Request>,
+    trailers: RefCell<Headers>,
+    response: RefCell<Response>,
+    output: RefCell<Output>,
+    responder: RefCell<Option<Box<dyn ServerResponder>>>,
+    app_refs: Cell<usize>,
+    /// First in line: writes go straight to the socket.
+    is_head: Cell<bool>,
+    headers_sent: Cell<bool>,
+    complete: Cell<bool>,
+    request_complete: Cell<bool>,
+    /// The connection closes once this response is written.
+    close_after: Cell<bool>,
+    close_fired: Cell<bool>,
+    /// Chunks of the request body, borrowed for the call: icey's `Payload` signal.
+    pub payload: Signal<dyn FnMut(&ServerConnection, &[u8])>,
+    /// The whole request (head, body, trailers) has arrived.
+    pub request_complete_signal: Signal<dyn FnMut(&ServerConnection)>,
+    /// The connection closed while this request was outstanding: icey's `Close` signal.
+    pub close: Signal<dyn FnMut(&ServerConnection)>,
+    /// The write queue drained below the low-water mark after a send returned
+    /// [`Flow::Pause`]: a streaming producer may continue.
+    pub drain: Signal<dyn FnMut(&ServerConnection)>,
+}
+
+impl fmt::Debug for ServerConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let req = self.request.borrow();
+        write!(
+            f,
+            "ServerConnection({} {}, headers_sent={}, complete={})",
+            req.method_str(),
+            req.target(),
+            self.headers_sent.get(),
+            self.complete.get()
+        )
+    }
+}
+
+/// The application's handle to a [`ServerConnection`]: icey's `ServerConnection::Ptr`.
+///
+/// Cloning it and keeping a clone past the callback defers the response. When the last handle
+/// is dropped and the response is unfinished, the library finishes it (500 if nothing was sent)
+/// and logs an error.
+pub struct ServerConnectionPtr(Rc<ServerConnection>);
+
+impl ServerConnectionPtr {
+    pub(crate) fn new(ex: Rc<ServerConnection>) -> Self {
+        ex.app_refs.set(ex.app_refs.get() + 1);
+        ServerConnectionPtr(ex)
+    }
+}
+
+impl Clone for ServerConnectionPtr {
+    fn clone(&self) -> Self {
+        ServerConnectionPtr::new(self.0.clone())
+    }
+}
+
+impl Drop for ServerConnectionPtr {
+    fn drop(&mut self) {
+        let n = self.0.app_refs.get() - 1;
+        self.0.app_refs.set(n);
+        if n == 0 {
+            self.0.check_abandoned();
+        }
+    }
+}
+
+impl std::ops::Deref for ServerConnectionPtr {
+    type Target = ServerConnection;
+    fn deref(&self) -> &ServerConnection {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ServerConnectionPtr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Lets a response setter chain be written as in icey: `conn.response().set_status(..)`.
+/// Each call borrows the response only for its own duration, so holding this value never
+/// blocks `send_header()`.
+pub struct ResponseRef<'a>(&'a RefCell<Response>);
+
+impl ResponseRef<'_> {
+    /// See [`Response::set_status`].
+    pub fn set_status(&self, status: StatusCode) -> &Self {
+        self.0.borrow_mut().set_status(status);
+        self
+    }
+    /// See [`Response::set_reason`].
+    pub fn set_reason(&self, reason: &str) -> &Self {
+        self.0.borrow_mut().set_reason(reason);
+        self
+    }
+    /// See [`Response::set_content_type`].
+    pub fn set_content_type(&self, content_type: &str) -> &Self {
+        self.0.borrow_mut().set_content_type(content_type);
+        self
+    }
+    /// See [`Response::set_content_length`].
+    pub fn set_content_length(&self, len: u64) -> &Self {
+        self.0.borrow_mut().set_content_length(len);
+        self
+    }
+    /// See [`Response::set_chunked_transfer_encoding`].
+    pub fn set_chunked_transfer_encoding(&self, chunked: bool) -> &Self {
+        self.0.borrow_mut().set_chunked_transfer_encoding(chunked);
+        self
+    }
+    /// See [`Response::set_keep_alive`].
+    pub fn set_keep_alive(&self, keep_alive: bool) -> &Self {
+        self.0.borrow_mut().set_keep_alive(keep_alive);
+        self
+    }
+    /// See [`Response::set`]. Returns false (and sets nothing) for an invalid field.
+    pub fn set(&self, name: &str, value: &str) -> bool {
+        self.0.borrow_mut().set(name, value)
+    }
+    /// See [`Response::add`].
+    pub fn add(&self, name: &str, value: &str) -> bool {
+        self.0.borrow_mut().add(name, value)
+    }
+    /// The status set so far.
+    pub fn status(&self) -> StatusCode {
+        self.0.borrow().status()
+    }
+    /// A copy of a field's first value.
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.0.borrow().get(name).map(str::to_owned)
+    }
+    /// Runs `f` with the response itself, for anything not covered above.
+    pub fn with<R>(&self, f: impl FnOnce(&mut Response) -> R) -> R {
+        f(&mut self.0.borrow_mut())
+    }
+}
+
+impl ServerConnection {
+    pub(crate) fn new_pooled() -> Rc<ServerConnection> {
+        Rc::new_cyclic(|me| ServerConnection {
+            me: me.clone(),
+            core: RefCell::new(Weak::new()),
+            request: RefCell::new(Request::new()),
+            trailers: RefCell::new(Headers::new()),
+            response: RefCell::new(Response::new()),
+            output: RefCell::new(Output::default()),
+            responder: RefCell::new(None),
+            app_refs: Cell::new(0),
+            is_head: Cell::new(false),
+            headers_sent: Cell::new(false),
+            complete: Cell::new(false),
+            request_complete: Cell::new(false),
+            close_after: Cell::new(false),
+            close_fired: Cell::new(false),
+            payload: Signal::new(),
+            request_complete_signal: Signal::new(),
+            close: Signal::new(),
+            drain: Signal::new(),
+        })
+    }
+
+    /// Makes a pooled object ready for its next request. Subscriptions of the previous user are
+    /// dropped, and a signal someone kept a clone of is replaced, so nothing leaks across.
+    pub(crate) fn reset(&mut self) {
+        fn fresh<F: ?Sized>(s: &mut Signal<F>) {
+            if s.is_shared() {
+                *s = Signal::new();
+            } else {
+                s.clear();
+            }
+        }
+        *self.core.get_mut() = Weak::new();
+        self.request.get_mut().clear();
+        self.trailers.get_mut().clear();
+        self.response.get_mut().reset();
+        let out = self.output.get_mut();
+        out.framing = None;
+        out.sent = 0;
+        if let Some(q) = out.buffered.take() {
+            pool::give_queue(q);
+        }
+        out.buffered_bytes = 0;
+        *self.responder.get_mut() = None;
+        self.app_refs.set(0);
+        self.is_head.set(false);
+        self.headers_sent.set(false);
+        self.complete.set(false);
+        self.request_complete.set(false);
+        self.close_after.set(false);
+        self.close_fired.set(false);
+        fresh(&mut self.payload);
+        fresh(&mut self.request_complete_signal);
+        fresh(&mut self.close);
+        fresh(&mut self.drain);
+    }
+
+    // ---- accessors ----------------------------------------------------------------------
+
+    /// The request (head; the body arrives through [`ServerConnection::payload`]).
+    pub fn request(&self) -> Ref<'_, Request> {
+        self.request.borrow()
+    }
+
+    pub(crate) fn request_mut(&self) -> std::cell::RefMut<'_, Request> {
+        self.request.borrow_mut()
+    }
+
+    /// Trailer fields of a chunked request body (empty until the request is complete).
+    pub fn trailers(&self) -> Ref<'_, Headers> {
+        self.trailers.borrow()
+    }
+
+    pub(crate) fn set_trailers(&self, t: &Headers) {
+        let mut mine = self.trailers.borrow_mut();
+        mine.clear();
+        for (name, value) in t.iter() {
+            mine.append_bytes(name.as_bytes(), value);
+        }
+    }
+
+    /// The response to fill in before `send_header()`.
+    pub fn response(&self) -> ResponseRef<'_> {
+        ResponseRef(&self.response)
+    }
+
+    /// Another handle to this request: keep it to answer later (on the loop thread).
+    pub fn defer(&self) -> ServerConnectionPtr {
+        ServerConnectionPtr::new(self.me.upgrade().expect("a live ServerConnection"))
+    }
+
+    /// The client's address, while connected.
+    pub fn peer_address(&self) -> Option<SocketAddr> {
+        self.core().and_then(|c| c.peer_addr())
+    }
+
+    /// True while the connection is open.
+    pub fn is_connected(&self) -> bool {
+        self.core().map(|c| !c.is_closed()).unwrap_or(false)
+    }
+
+    /// True once `send_header()` has run.
+    pub fn headers_sent(&self) -> bool {
+        self.headers_sent.get()
+    }
+
+    /// True once the response is complete (all of it produced; it may still be in the queue).
+    pub fn is_complete(&self) -> bool {
+        self.complete.get()
+    }
+
+    /// True once the whole request (with body) has arrived.
+    pub fn is_request_complete(&self) -> bool {
+        self.request_complete.get()
+    }
+
+    // ---- sending ------------------------------------------------------------------------
+
+    /// Sends the response head. Chooses the body framing: the `Content-Length` if set, else
+    /// chunked (HTTP/1.1) or until-close (HTTP/1.0); none for HEAD, 1xx, 204 and 304.
+    pub fn send_header(&self) -> Result<(), SendError> {
+        let core = self.live_core()?;
+        if self.headers_sent.get() {
+            return Err(SendError::HeadersAlreadySent);
+        }
+        let (framing, connection) = self.decide_framing(&core);
+        let mut head = pool::take_bytes();
+        encode_head(
+            &mut head,
+            &self.response.borrow(),
+            framing,
+            connection,
+            core.now(),
+        );
+        self.headers_sent.set(true);
+        self.output.borrow_mut().framing = Some(framing);
+        core.socket_cork();
+        self.emit(&core, OwnedBuf::Vec(head));
+        if framing == Framing::None || framing == Framing::Length(0) {
+            self.finish(&core);
+        }
+        core.socket_uncork();
+        Ok(())
+    }
+
+    fn decide_framing(&self, core: &ConnCore) -> (Framing, ConnectionHeader) {
+        let req = self.request.borrow();
+        let resp = self.response.borrow();
+        let status = resp.status();
+        let http10 = req.version() == Version::Http10;
+        let framing = if req.method() == Method::Head || !status.allows_body() {
+            Framing::None
+        } else if let Some(n) = resp.content_length() {
+            Framing::Length(n)
+        } else if http10 {
+            Framing::UntilClose
+        } else {
+            Framing::Chunked
+        };
+        let keep = req.keep_alive()
+            && resp.keep_alive() != Some(false)
+            && !core.is_draining()
+            && framing != Framing::UntilClose;
+        let connection = if !keep {
+            self.close_after.set(true);
+            ConnectionHeader::Close
+        } else if http10 {
+            ConnectionHeader::KeepAlive
+        } else {
+            ConnectionHeader::Omit
+        };
+        (framing, connection)
+    }
+
+    /// Sends a copy of `data` as (part of) the body, sending the head first if needed.
+    pub fn send(&self, data: &[u8]) -> Result<Flow, SendError> {
+        self.send_body(BodyBytes::Borrowed(data))
+    }
+
+    /// Sends `buf` as (part of) the body without copying it: a `Vec<u8>`, a `&'static [u8]`,
+    /// or shared bytes (`Arc<...>`) that many responses can reference at once.
+    pub fn send_owned(&self, buf: impl Into<OwnedBuf>) -> Result<Flow, SendError> {
+        self.send_body(BodyBytes::Owned(buf.into()))
+    }
+
+    fn send_body(&self, data: BodyBytes<'_>) -> Result<Flow, SendError> {
+        let core = self.live_core()?;
+        if self.complete.get() {
+            return Err(SendError::ResponseComplete);
+        }
+        if !self.headers_sent.get() {
+            self.send_header()?;
+            if self.complete.get() && data.len() == 0 {
+                return Ok(self.flow(&core));
+            }
+        }
+        let framing = self.output.borrow().framing.expect("head sent");
+        let len = data.len() as u64;
+        match framing {
+            Framing::None => {
+                if self.request.borrow().method() == Method::Head {
+                    // HEAD: the body is computed by the application but never sent.
+                    return Ok(self.flow(&core));
+                }
+                return Err(SendError::BodyNotAllowed(self.response.borrow().status()));
+            }
+            Framing::Length(declared) => {
+                let sent = self.output.borrow().sent;
+                if sent + len > declared {
+                    return Err(SendError::BodyTooLong {
+                        declared,
+                        attempted: sent + len,
+                    });
+                }
+                if self.complete.get() {
+                    return Err(SendError::ResponseComplete);
+                }
+                core.socket_cork();
+                self.emit_body(&core, data);
+                self.output.borrow_mut().sent = sent + len;
+                if sent + len == declared {
+                    self.finish(&core);
+                }
+                core.socket_uncork();
+            }
+            Framing::Chunked => {
+                if len > 0 {
+                    let mut line = [0u8; 20];
+                    core.socket_cork();
+                    self.emit_copy(&core, chunk_size_line(len as usize, &mut line));
+                    self.emit_body(&core, data);
+                    self.emit_copy(&core, b"\r\n");
+                    core.socket_uncork();
+                    self.output.borrow_mut().sent += len;
+                }
+            }
+            Framing::UntilClose => {
+                self.emit_body(&core, data);
+                self.output.borrow_mut().sent += len;
+            }
+        }
+        Ok(self.flow(&core))
+    }
+
+    /// Finishes the response: the last chunk for chunked bodies, nothing more for sized ones.
+    /// Sends an empty `Content-Length: 0` response if nothing was sent yet. A sized body that
+    /// is short closes the connection (the client must not wait for bytes that never come).
+    pub fn complete(&self) -> Result<(), SendError> {
+        let core = self.live_core()?;
+        if self.complete.get() {
+            return Ok(());
+        }
+        if !self.headers_sent.get() {
+            {
+                let mut r = self.response.borrow_mut();
+                if r.content_length().is_none() && !r.is_chunked_transfer_encoding() {
+                    r.set_content_length(0);
+                }
+            }
+            self.send_header()?;
+            if self.complete.get() {
+                return Ok(());
+            }
+        }
+        let (framing, sent) = {
+            let o = self.output.borrow();
+            (o.framing.expect("head sent"), o.sent)
+        };
+        match framing {
+            Framing::Chunked => {
+                core.socket_cork();
+                self.emit_static(&core, LAST_CHUNK);
+                self.finish(&core);
+                core.socket_uncork();
+                Ok(())
+            }
+            Framing::UntilClose => {
+                self.close_after.set(true);
+                self.finish(&core);
+                Ok(())
+            }
+            Framing::Length(declared) if sent < declared => {
+                log::warn!(
+                    "response to {} {} ended after {sent} of {declared} bytes; closing the connection",
+                    self.request.borrow().method_str(),
+                    self.request.borrow().path()
+                );
+                self.complete.set(true);
+                core.abort();
+                Err(SendError::BodyIncomplete { declared, sent })
+            }
+            Framing::Length(_) | Framing::None => {
+                self.finish(&core);
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends a whole response in one call: status, `Content-Type`, `Content-Length` and body.
+    pub fn respond(
+        &self,
+        status: StatusCode,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<(), SendError> {
+        let core = self.live_core()?;
+        if self.headers_sent.get() {
+            return Err(SendError::HeadersAlreadySent);
+        }
+        {
+            let mut r = self.response.borrow_mut();
+            r.set_status(status);
+            if !content_type.is_empty() {
+                r.set_content_type(content_type);
+            }
+            r.set_content_length(body.len() as u64);
+        }
+        core.socket_cork();
+        let result = self.send_header().and_then(|_| {
+            if !body.is_empty() && !self.complete.get() {
+                self.send(body).map(|_| ())
+            } else {
+                Ok(())
+            }
+        });
+        core.socket_uncork();
+        result
+    }
+
+    /// icey's `close()`: finishes this response (what was written is flushed, never
+    /// truncated), then closes the connection. Requests pipelined after this one are dropped.
+    /// Without any response sent, the connection simply closes after earlier responses.
+    pub fn close(&self) {
+        let Some(core) = self.core() else { return };
+        if core.is_closed() {
+            return;
+        }
+        self.close_after.set(true);
+        if self.complete.get() {
+            core.close_after_exchange(self);
+            return;
+        }
+        if self.headers_sent.get() {
+            let _ = self.complete();
+        } else {
+            // No response at all: nothing goes out for this request.
+            self.finish(&core);
+        }
+    }
+
+    /// Stops reading from the client until [`ServerConnection::resume_reading`]: flow control
+    /// for an application that consumes the request body slower than it arrives.
+    pub fn pause_reading(&self) {
+        if let Some(core) = self.core() {
+            core.app_pause_reading(true);
+        }
+    }
+
+    /// Resumes reading after [`ServerConnection::pause_reading`].
+    pub fn resume_reading(&self) {
+        if let Some(core) = self.core() {
+            core.app_pause_reading(false);
+        }
+    }
+
+    // ---- internals used by the connection ------------------------------------------------
+
+    pub(crate) fn attach_core(&self, core: Weak<ConnCore>) {
+        *self.core.borrow_mut() = core;
+    }
+
+    pub(crate) fn core(&self) -> Option<Rc<ConnCore>> {
+        self.core.borrow().upgrade()
+    }
+
+    fn live_core(&self) -> Result<Rc<ConnCore>, SendError> {
+        match self.core() {
+            Some(c) if !c.is_closed() && !self.close_fired.get() => Ok(c),
+            _ => Err(SendError::ConnectionClosed),
+        }
+    }
+
+    fn flow(&self, core: &ConnCore) -> Flow {
+        let buffered = self.output.borrow().buffered_bytes;
+        if core.over_high_water(buffered) {
+            Flow::Pause
+        } else {
+            Flow::Continue
+        }
+    }
+
+    fn emit_body(&self, core: &ConnCore, data: BodyBytes<'_>) {
+        match data {
+            BodyBytes::Borrowed(d) => self.emit_copy(core, d),
+            BodyBytes::Owned(b) => self.emit(core, b),
+        }
+    }
+
+    fn emit_copy(&self, core: &ConnCore, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        if self.is_head.get() {
+            core.write(data);
+        } else {
+            let mut v = pool::take_bytes();
+            v.extend_from_slice(data);
+            self.buffer(OwnedBuf::Vec(v));
+        }
+    }
+
+    fn emit_static(&self, core: &ConnCore, data: &'static [u8]) {
+        self.emit(core, OwnedBuf::Static(data));
+    }
+
+    fn emit(&self, core: &ConnCore, buf: OwnedBuf) {
+        if buf.is_empty() {
+            return;
+        }
+        if self.is_head.get() {
+            // Small owned pieces (response heads) are cheaper copied into the coalescing
+            // buffer than queued as separate iovecs.
+            match buf {
+                OwnedBuf::Vec(v) if v.len() <= 1024 => {
+                    core.write(&v);
+                    pool::give_bytes(v);
+                }
+                other => core.write_owned(other),
+            }
+        } else {
+            self.buffer(buf);
+        }
+    }
+
+    fn buffer(&self, buf: OwnedBuf) {
+        let mut o = self.output.borrow_mut();
+        o.buffered_bytes += buf.len();
+        o.buffered
+            .get_or_insert_with(pool::take_queue)
+            .push_back(buf);
+    }
+
+    /// Becomes first in line: everything buffered goes to the socket.
+    pub(crate) fn promote(&self, core: &ConnCore) {
+        self.is_head.set(true);
+        let queued = {
+            let mut o = self.output.borrow_mut();
+            o.buffered_bytes = 0;
+            o.buffered.take()
+        };
+        if let Some(mut q) = queued {
+            for b in q.drain(..) {
+                core.write_owned(b);
+            }
+            pool::give_queue(q);
+        }
+    }
+
+    pub(crate) fn set_head(&self, head: bool) {
+        self.is_head.set(head);
+    }
+
+    pub(crate) fn close_after(&self) -> bool {
+        self.close_after.get()
+    }
+
+    pub(crate) fn mark_request_complete(&self) {
+        self.request_complete.set(true);
+    }
+
+    fn finish(&self, core: &ConnCore) {
+        if self.complete.replace(true) {
+            return;
+        }
+        if !self.request_complete.get() {
+            // The rest of the request body will not be read: the connection cannot be reused.
+            self.close_after.set(true);
+        }
+        core.on_exchange_complete(self);
+    }
+
+    pub(crate) fn set_responder(&self, r: Option<Box<dyn ServerResponder>>) {
+        *self.responder.borrow_mut() = r;
+    }
+
+    /// Calls the responder (if any) with this connection; the responder is taken out while
+    /// it runs so that it may call back into this object.
+    pub(crate) fn with_responder(&self, f: impl FnOnce(&mut dyn ServerResponder, &Self)) {
+        let taken = self.responder.borrow_mut().take();
+        if let Some(mut r) = taken {
+            f(&mut *r, self);
+            let mut slot = self.responder.borrow_mut();
+            if slot.is_none() && !self.close_fired.get() {
+                *slot = Some(r);
+            }
+        }
+    }
+
+    pub(crate) fn has_app_refs(&self) -> bool {
+        self.app_refs.get() > 0
+    }
+
+    /// The connection closed with this request outstanding.
+    pub(crate) fn fire_close(&self) {
+        if self.close_fired.replace(true) {
+            return;
+        }
+        let taken = self.responder.borrow_mut().take();
+        if let Some(mut r) = taken {
+            r.on_close(self);
+        }
+        self.close.emit(|f| f(self));
+    }
+
+    /// A panic in application code while handling this request: answer 500 if nothing was
+    /// sent, otherwise cut the connection (a half-sent response cannot be repaired).
+    pub(crate) fn fail_after_panic(&self) {
+        let Some(core) = self.core() else { return };
+        if core.is_closed() || self.complete.get() {
+            return;
+        }
+        if !self.headers_sent.get() {
+            self.response.borrow_mut().reset();
+            self.response.borrow_mut().set_keep_alive(false);
+            let _ = self.respond(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                b"Internal Server Error\n",
+            );
+        } else {
+            core.abort();
+        }
+    }
+
+    /// Called when the application may no longer hold this request: if its response is
+    /// unfinished and nobody can finish it, finish it here.
+    pub(crate) fn check_abandoned(&self) {
+        if self.app_refs.get() > 0
+            || !self.request_complete.get()
+            || self.complete.get()
+            || self.close_fired.get()
+        {
+            return;
+        }
+        let Some(core) = self.core() else { return };
+        if core.is_closed() {
+            return;
+        }
+        if !self.headers_sent.get() {
+            log::error!(
+                "{} {} was dropped without a response; answering 500",
+                self.request.borrow().method_str(),
+                self.request.borrow().path()
+            );
+            self.response.borrow_mut().reset();
+            let _ = self.respond(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                b"Internal Server Error: the request was not answered\n",
+            );
+        } else {
+            log::debug!(
+                "{} {}: response left open by the application; finishing it",
+                self.request.borrow().method_str(),
+                self.request.borrow().path()
+            );
+            let _ = self.complete();
+        }
+    }
+}
+
+enum BodyBytes<'a> {
+    Borrowed(&'a [u8]),
+    Owned(OwnedBuf),
+}
+
+impl BodyBytes<'_> {
+    fn len(&self) -> usize {
+        match self {
+            BodyBytes::Borrowed(b) => b.len(),
+            BodyBytes::Owned(b) => b.len(),
+        }
+    }
+}

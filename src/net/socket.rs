@@ -1,0 +1,67 @@
+//! The socket interface the HTTP layer talks to, whatever the transport (TCP or TLS).
+
+use std::net::SocketAddr;
+use std::rc::Weak;
+
+use crate::uv::{OwnedBuf, UvError};
+
+/// Events a socket delivers to the layer above (an HTTP or WebSocket connection).
+///
+/// A socket never calls its handler from inside a call the handler made on it; events arrive
+/// from the loop, so the handler may call back into the socket freely.
+pub trait SocketHandler {
+    /// Bytes arrived (plaintext, for TLS). Only valid during the call.
+    fn on_data(&self, data: &[u8]);
+    /// The peer will send nothing more (end of file). Writing is still possible.
+    fn on_eof(&self);
+    /// The bytes queued for writing fell back to the low-water mark after having reached the
+    /// high-water mark: a paused producer may resume.
+    fn on_drain(&self);
+    /// The socket closed by itself: `Some(err)` after an error (reset, write failure, TLS
+    /// failure), `None` when a graceful [`Socket::close_after_flush`] finished. Not called for
+    /// closes the handler asked for with [`Socket::close`] or [`Socket::abort`].
+    fn on_close(&self, err: Option<UvError>);
+}
+
+/// A connected byte stream on the loop.
+pub trait Socket {
+    /// Sets who receives events.
+    fn set_handler(&self, handler: Weak<dyn SocketHandler>);
+    /// Starts (or resumes) reading.
+    fn resume_reading(&self);
+    /// Stops reading (backpressure): no `on_data` until [`Socket::resume_reading`].
+    fn pause_reading(&self);
+    /// Queues a copy of `data`. Small writes are coalesced into one buffer.
+    fn write(&self, data: &[u8]);
+    /// Queues an owned buffer without copying it.
+    fn write_owned(&self, buf: OwnedBuf);
+    /// Defers flushing until the matching [`Socket::uncork`]: writes made while corked go out in
+    /// one gathered write.
+    fn cork(&self);
+    /// Ends a [`Socket::cork`]; flushes when the outermost cork ends.
+    fn uncork(&self) -> Result<(), UvError>;
+    /// Bytes accepted by `write` but not yet taken by the kernel.
+    fn queued_bytes(&self) -> usize;
+    /// Total bytes the kernel has accepted so far: a write stall shows as no progress.
+    fn write_progress(&self) -> u64;
+    /// Sets the high-water mark for [`SocketHandler::on_drain`] (low water is half of it).
+    fn set_high_water_mark(&self, bytes: usize);
+    /// True while queued bytes are at or above the high-water mark.
+    fn is_over_high_water(&self) -> bool;
+    /// Writes everything queued, sends end-of-stream (FIN / TLS close_notify), waits for the
+    /// peer to finish too (discarding what it sends, bounded), then closes. `on_close(None)`
+    /// follows. This is how a response is never truncated by a reset.
+    fn close_after_flush(&self);
+    /// Closes now; queued bytes are dropped. No `on_close` follows.
+    fn close(&self);
+    /// Closes with a reset, telling the peer the stream was cut (for an incomplete response).
+    fn abort(&self);
+    /// True once closed or closing.
+    fn is_closing(&self) -> bool;
+    /// True after [`Socket::close_after_flush`] finished writing and the FIN went out.
+    fn is_shut_down(&self) -> bool;
+    /// The peer's address.
+    fn peer_addr(&self) -> Option<SocketAddr>;
+    /// The local address.
+    fn local_addr(&self) -> Option<SocketAddr>;
+}

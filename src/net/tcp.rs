@@ -1,0 +1,565 @@
+//! TCP sockets and listeners: libuv's TCP handle plus an output queue.
+//!
+//! Writing: bytes queue in per-thread pooled buffers; a flush gathers them into one
+//! `uv_try_write` and only what the kernel did not take becomes a `uv_write` request (at most one
+//! in flight, the rest waits). Corking lets the HTTP layer gather every response produced by one
+//! read into one write.
+//!
+//! Closing gracefully ("lingering close"): flush, send FIN, keep reading and discarding until the
+//! peer's FIN (bounded in bytes; the caller bounds it in time by calling `close`), then close.
+//! Closing while unread request bytes sit in the kernel would make it send a reset that can
+//! destroy a response the client has not read yet.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::rc::{Rc, Weak};
+
+use super::pool;
+use super::socket::{Socket, SocketHandler};
+use crate::uv::{Loop, OwnedBuf, StreamHandler, TcpHandle, UvError, MAX_IOVECS};
+
+/// Coalesce small copied writes into one buffer up to this size.
+const COALESCE_LIMIT: usize = 64 * 1024;
+/// While lingering, give up after discarding this much from the peer.
+const LINGER_MAX_BYTES: usize = 1024 * 1024;
+/// Default high-water mark for the output queue.
+pub const DEFAULT_HIGH_WATER: usize = 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Open,
+    /// Graceful close requested: flushing, then shutdown, then waiting for the peer's FIN.
+    Closing,
+    Closed,
+}
+
+#[derive(Default)]
+struct OutQueue {
+    /// Buffers not yet handed to libuv; allocated from the pool only while non-empty.
+    pending: Option<VecDeque<OwnedBuf>>,
+    /// Bytes of `pending[0]` already written by a partial `try_write`.
+    head_offset: usize,
+    pending_bytes: usize,
+    in_flight_bytes: usize,
+    in_flight: bool,
+}
+
+/// A TCP connection on the loop.
+pub struct TcpSocket {
+    handle: TcpHandle,
+    me: RefCell<Weak<TcpSocket>>,
+    handler: RefCell<Option<Weak<dyn SocketHandler>>>,
+    out: RefCell<OutQueue>,
+    state: Cell<State>,
+    corks: Cell<u32>,
+    reading: Cell<bool>,
+    eof: Cell<bool>,
+    shut_down: Cell<bool>,
+    shutdown_started: Cell<bool>,
+    lingered: Cell<usize>,
+    high_water: Cell<usize>,
+    over_high_water: Cell<bool>,
+    written: Cell<u64>,
+}
+
+impl TcpSocket {
+    /// Wraps a connected (accepted) handle.
+    pub fn from_handle(handle: TcpHandle) -> Rc<TcpSocket> {
+        let sock = Rc::new(TcpSocket {
+            handle,
+            me: RefCell::new(Weak::new()),
+            handler: RefCell::new(None),
+            out: RefCell::new(OutQueue::default()),
+            state: Cell::new(State::Open),
+            corks: Cell::new(0),
+            reading: Cell::new(false),
+            eof: Cell::new(false),
+            shut_down: Cell::new(false),
+            shutdown_started: Cell::new(false),
+            lingered: Cell::new(0),
+            high_water: Cell::new(DEFAULT_HIGH_WATER),
+            over_high_water: Cell::new(false),
+            written: Cell::new(0),
+        });
+        *sock.me.borrow_mut() = Rc::downgrade(&sock);
+        let weak: Weak<dyn StreamHandler> = Rc::downgrade(&sock) as Weak<dyn StreamHandler>;
+        sock.handle.set_handler(weak);
+        sock
+    }
+
+    /// Connects to `addr`; `on_connect` receives the socket or the error.
+    pub fn connect(
+        lp: Loop,
+        addr: SocketAddr,
+        on_connect: impl FnOnce(Result<Rc<TcpSocket>, UvError>) + 'static,
+    ) -> Result<Rc<TcpSocket>, UvError> {
+        let handle = TcpHandle::new(lp)?;
+        let sock = TcpSocket::from_handle(handle);
+        let weak = Rc::downgrade(&sock);
+        sock.handle.connect(&addr, move |result| {
+            let Some(sock) = weak.upgrade() else { return };
+            match result {
+                Ok(()) => {
+                    let _ = sock.handle.set_nodelay(true);
+                    on_connect(Ok(sock))
+                }
+                Err(e) => {
+                    sock.close();
+                    on_connect(Err(e.context(format!("connect to {addr}"))))
+                }
+            }
+        })?;
+        Ok(sock)
+    }
+
+    /// Sets TCP_NODELAY: responses go out as soon as they are written.
+    pub fn set_nodelay(&self, enable: bool) -> Result<(), UvError> {
+        self.handle.set_nodelay(enable)
+    }
+
+    fn handler(&self) -> Option<Rc<dyn SocketHandler>> {
+        self.handler.borrow().as_ref().and_then(Weak::upgrade)
+    }
+
+    fn queue_buf(&self, buf: OwnedBuf) {
+        let mut out = self.out.borrow_mut();
+        out.pending_bytes += buf.len();
+        out.pending
+            .get_or_insert_with(pool::take_queue)
+            .push_back(buf);
+    }
+
+    fn queue_copy(&self, data: &[u8]) {
+        let mut out = self.out.borrow_mut();
+        out.pending_bytes += data.len();
+        let q = out.pending.get_or_insert_with(pool::take_queue);
+        if let Some(OwnedBuf::Vec(last)) = q.back_mut() {
+            if last.len() + data.len() <= COALESCE_LIMIT.max(last.capacity()) {
+                last.extend_from_slice(data);
+                return;
+            }
+        }
+        let mut v = pool::take_bytes();
+        v.extend_from_slice(data);
+        q.push_back(OwnedBuf::Vec(v));
+    }
+
+    fn queued(&self) -> usize {
+        let out = self.out.borrow();
+        out.pending_bytes + out.in_flight_bytes
+    }
+
+    fn note_queue_growth(&self) {
+        if !self.over_high_water.get() && self.queued() >= self.high_water.get() {
+            self.over_high_water.set(true);
+        }
+    }
+
+    /// Called when bytes left the queue: reports the drain once we are back at low water.
+    fn check_drain(&self) {
+        if self.over_high_water.get() && self.queued() <= self.high_water.get() / 2 {
+            self.over_high_water.set(false);
+            if let Some(h) = self.handler() {
+                h.on_drain();
+            }
+        }
+    }
+
+    /// Writes what is pending: `try_write` first, then one `uv_write` for the remainder.
+    fn flush(&self) -> Result<(), UvError> {
+        if self.state.get() == State::Closed {
+            return Ok(());
+        }
+        loop {
+            let mut guard = self.out.borrow_mut();
+            let out = &mut *guard;
+            if out.in_flight {
+                return Ok(());
+            }
+            let head_offset = out.head_offset;
+            let Some(q) = out.pending.as_mut() else {
+                break;
+            };
+            if q.is_empty() {
+                let q = out.pending.take().expect("checked above");
+                pool::give_queue(q);
+                break;
+            }
+            // Gather up to MAX_IOVECS buffers into one try_write.
+            let mut slices: [&[u8]; MAX_IOVECS] = [&[]; MAX_IOVECS];
+            let mut n = 0;
+            let mut total = 0;
+            for (i, b) in q.iter().take(MAX_IOVECS).enumerate() {
+                let s = if i == 0 {
+                    &b.as_slice()[head_offset..]
+                } else {
+                    b.as_slice()
+                };
+                slices[i] = s;
+                total += s.len();
+                n += 1;
+            }
+            let written = match self.handle.try_write(&slices[..n]) {
+                Ok(w) => w,
+                Err(e) => {
+                    drop(guard);
+                    self.close();
+                    return Err(e);
+                }
+            };
+            // Consume what the kernel took.
+            let mut left = written;
+            let mut offset = head_offset;
+            while left > 0 {
+                let front_len = q.front().map(|b| b.len()).unwrap_or(0) - offset;
+                if left >= front_len {
+                    left -= front_len;
+                    offset = 0;
+                    if let Some(b) = q.pop_front() {
+                        pool::give_owned(b);
+                    }
+                } else {
+                    offset += left;
+                    left = 0;
+                }
+            }
+            out.head_offset = offset;
+            out.pending_bytes -= written;
+            self.written.set(self.written.get() + written as u64);
+            if written < total {
+                // The kernel is full: hand the rest (up to MAX_IOVECS buffers) to libuv.
+                let k = q.len().min(MAX_IOVECS);
+                let mut bufs = Vec::with_capacity(k);
+                let mut bytes = 0;
+                for _ in 0..k {
+                    let b = q.pop_front().expect("k <= len");
+                    bytes += b.len();
+                    bufs.push(b);
+                }
+                let skip = out.head_offset;
+                bytes -= skip;
+                out.head_offset = 0;
+                out.pending_bytes -= bytes;
+                out.in_flight_bytes = bytes;
+                out.in_flight = true;
+                drop(guard);
+                if let Err(e) = self.handle.write(bufs, skip) {
+                    self.close();
+                    return Err(e);
+                }
+                return Ok(());
+            }
+        }
+        // Everything is written.
+        if self.state.get() == State::Closing {
+            self.start_shutdown();
+        }
+        Ok(())
+    }
+
+    fn start_shutdown(&self) {
+        if self.shutdown_started.replace(true) {
+            return;
+        }
+        if let Err(e) = self.handle.shutdown() {
+            log::debug!("shutdown failed, closing: {e}");
+            self.finish_close(None);
+        }
+    }
+
+    /// Closes and tells the handler (used for closes the socket decides on in a loop callback).
+    fn finish_close(&self, err: Option<UvError>) {
+        if self.state.get() == State::Closed {
+            return;
+        }
+        let handler = self.handler();
+        self.close();
+        if let Some(h) = handler {
+            h.on_close(err);
+        }
+    }
+
+    fn release_queue(&self) {
+        let mut out = self.out.borrow_mut();
+        if let Some(q) = out.pending.take() {
+            pool::give_queue(q);
+        }
+        out.pending_bytes = 0;
+        out.head_offset = 0;
+    }
+}
+
+impl Socket for TcpSocket {
+    fn set_handler(&self, handler: Weak<dyn SocketHandler>) {
+        *self.handler.borrow_mut() = Some(handler);
+    }
+
+    fn resume_reading(&self) {
+        if self.state.get() == State::Closed || self.reading.get() || self.eof.get() {
+            return;
+        }
+        match self.handle.read_start() {
+            Ok(()) => self.reading.set(true),
+            Err(e) => log::debug!("read_start failed: {e}"),
+        }
+    }
+
+    fn pause_reading(&self) {
+        // A closing socket keeps reading: it must see the peer's FIN.
+        if self.reading.get() && self.state.get() == State::Open {
+            self.handle.read_stop();
+            self.reading.set(false);
+        }
+    }
+
+    fn write(&self, data: &[u8]) {
+        if self.state.get() != State::Open || data.is_empty() {
+            return;
+        }
+        self.queue_copy(data);
+        self.note_queue_growth();
+        if self.corks.get() == 0 {
+            if let Err(e) = self.flush() {
+                log::debug!("write failed: {e}");
+            }
+        }
+    }
+
+    fn write_owned(&self, buf: OwnedBuf) {
+        if self.state.get() != State::Open || buf.is_empty() {
+            return;
+        }
+        self.queue_buf(buf);
+        self.note_queue_growth();
+        if self.corks.get() == 0 {
+            if let Err(e) = self.flush() {
+                log::debug!("write failed: {e}");
+            }
+        }
+    }
+
+    fn cork(&self) {
+        self.corks.set(self.corks.get() + 1);
+    }
+
+    fn uncork(&self) -> Result<(), UvError> {
+        let n = self.corks.get().saturating_sub(1);
+        self.corks.set(n);
+        if n == 0 {
+            self.flush()
+        } else {
+            Ok(())
+        }
+    }
+
+    fn queued_bytes(&self) -> usize {
+        self.queued()
+    }
+
+    fn write_progress(&self) -> u64 {
+        self.written.get()
+    }
+
+    fn set_high_water_mark(&self, bytes: usize) {
+        self.high_water.set(bytes.max(1));
+    }
+
+    fn is_over_high_water(&self) -> bool {
+        self.over_high_water.get()
+    }
+
+    fn close_after_flush(&self) {
+        if self.state.get() != State::Open {
+            return;
+        }
+        self.state.set(State::Closing);
+        // Keep reading so the peer's FIN (or excess data) is noticed while we linger.
+        if !self.reading.get() && !self.eof.get() {
+            if self.handle.read_start().is_ok() {
+                self.reading.set(true);
+            }
+        }
+        if self.corks.get() == 0 {
+            if let Err(e) = self.flush() {
+                log::debug!("flush before close failed: {e}");
+            }
+        }
+    }
+
+    fn close(&self) {
+        if self.state.replace(State::Closed) == State::Closed {
+            return;
+        }
+        self.handle.close();
+        self.release_queue();
+    }
+
+    fn abort(&self) {
+        if self.state.replace(State::Closed) == State::Closed {
+            return;
+        }
+        self.handle.close_reset();
+        self.release_queue();
+    }
+
+    fn is_closing(&self) -> bool {
+        self.state.get() != State::Open
+    }
+
+    fn is_shut_down(&self) -> bool {
+        self.shut_down.get()
+    }
+
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        if self.state.get() == State::Closed {
+            return None;
+        }
+        self.handle.peer_addr()
+    }
+
+    fn local_addr(&self) -> Option<SocketAddr> {
+        if self.state.get() == State::Closed {
+            return None;
+        }
+        self.handle.local_addr()
+    }
+}
+
+impl StreamHandler for TcpSocket {
+    fn on_read(&self, data: &[u8]) {
+        match self.state.get() {
+            State::Open => {
+                if let Some(h) = self.handler() {
+                    h.on_data(data);
+                }
+            }
+            State::Closing => {
+                // Lingering: discard, but not forever.
+                let total = self.lingered.get() + data.len();
+                self.lingered.set(total);
+                if total > LINGER_MAX_BYTES {
+                    log::debug!("peer kept sending {total} bytes while we closed; closing now");
+                    self.finish_close(None);
+                }
+            }
+            State::Closed => {}
+        }
+    }
+
+    fn on_read_end(&self, err: UvError) {
+        self.reading.set(false);
+        if err.is_eof() {
+            self.eof.set(true);
+            match self.state.get() {
+                State::Open => {
+                    if let Some(h) = self.handler() {
+                        h.on_eof();
+                    }
+                }
+                State::Closing => {
+                    if self.shut_down.get() {
+                        self.finish_close(None);
+                    }
+                }
+                State::Closed => {}
+            }
+        } else {
+            log::debug!(
+                "connection from {:?} failed: {err}",
+                self.handle.peer_addr()
+            );
+            self.finish_close(Some(err.context("read")));
+        }
+    }
+
+    fn on_write_done(&self, bufs: Vec<OwnedBuf>, status: Result<(), UvError>) {
+        for b in bufs {
+            pool::give_owned(b);
+        }
+        {
+            let mut out = self.out.borrow_mut();
+            out.in_flight = false;
+            if status.is_ok() {
+                self.written
+                    .set(self.written.get() + out.in_flight_bytes as u64);
+            }
+            out.in_flight_bytes = 0;
+        }
+        if self.state.get() == State::Closed {
+            return;
+        }
+        if let Err(e) = status {
+            log::debug!("write failed: {e}");
+            self.finish_close(Some(e));
+            return;
+        }
+        if let Err(e) = self.flush() {
+            self.finish_close(Some(e));
+            return;
+        }
+        self.check_drain();
+    }
+
+    fn on_shutdown(&self, status: Result<(), UvError>) {
+        self.shut_down.set(true);
+        if self.state.get() != State::Closing {
+            return;
+        }
+        if status.is_err() || self.eof.get() {
+            self.finish_close(None);
+        }
+        // Otherwise linger until the peer's FIN (or the caller's timeout closes us).
+    }
+}
+
+/// A listening TCP socket.
+pub struct TcpListener {
+    handle: TcpHandle,
+    lp: Loop,
+}
+
+impl TcpListener {
+    /// Binds to `addr` (SO_REUSEADDR is libuv's default on Unix).
+    pub fn bind(lp: Loop, addr: &SocketAddr, reuse_port: bool) -> Result<TcpListener, UvError> {
+        let handle = TcpHandle::new(lp)?;
+        handle.bind(addr, reuse_port)?;
+        Ok(TcpListener { handle, lp })
+    }
+
+    /// Adopts an already bound (and possibly listening) socket, e.g. from systemd.
+    ///
+    /// # Safety
+    /// `fd` must be an open TCP socket that nothing else uses or closes.
+    pub unsafe fn from_fd(lp: Loop, fd: i32) -> Result<TcpListener, UvError> {
+        let handle = TcpHandle::new(lp)?;
+        // SAFETY: caller's contract.
+        unsafe { handle.open(fd)? };
+        Ok(TcpListener { handle, lp })
+    }
+
+    /// Starts listening; `on_connection` runs for each pending connection.
+    pub fn listen(
+        &self,
+        backlog: i32,
+        on_connection: impl FnMut(Result<(), UvError>) + 'static,
+    ) -> Result<(), UvError> {
+        self.handle.listen(backlog, on_connection)
+    }
+
+    /// Accepts one pending connection.
+    pub fn accept(&self) -> Result<Rc<TcpSocket>, UvError> {
+        let handle = self.handle.accept(self.lp)?;
+        Ok(TcpSocket::from_handle(handle))
+    }
+
+    /// The bound address (with the real port when 0 was asked).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.handle.local_addr()
+    }
+
+    /// Stops listening and closes the socket.
+    pub fn close(&self) {
+        self.handle.close();
+    }
+}
