@@ -353,7 +353,11 @@ impl ConnCore {
             // The client said this is its last request.
             self.draining.set(true);
         }
-        if !body_done {
+        if body_done {
+            // Complete before the application sees it: answering from the handler must not
+            // look like answering before the body was read.
+            ex.mark_request_complete();
+        } else {
             self.body.borrow_mut().reset(kind);
             self.body_received.set(0);
             *self.body_exchange.borrow_mut() = Some(ex.clone());

@@ -1,0 +1,897 @@
+#!/usr/bin/env python3
+"""uvhttp benchmark runner: measures HTTP servers against a raw-libuv ceiling.
+
+Each target server runs pinned to one CPU (default 0) and wrk, the load
+generator, to another (default 1). For every scenario the runner starts the
+server afresh, waits for its port, checks one response by hand, runs the load,
+and reads the server's CPU time and memory from /proc. Every figure is also
+shown as a ratio to the ceiling's figure from the same run: on a shared machine
+absolute numbers drift, ratios taken minutes apart do not drift much.
+
+See bench/README.md for what each column means. Python 3 standard library only.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import http.client
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+HOST = "127.0.0.1"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PIPELINE_DEPTH = 16
+ECHO_BYTES = 4096
+BIG_BYTES = 1024 * 1024
+LOAD_CONNECTIONS = 64
+IDLE_CONNECTIONS = 10_000
+# Connections the idle scenario opens before it waits for their answers: paces the
+# opening so a server with a short listen backlog is not flooded with SYNs.
+IDLE_BATCH = 500
+# The hyper peer builds outside the repository so it never touches its target/ or lock.
+HYPER_TARGET_DIR = Path(
+    os.environ.get("UVHTTP_BENCH_HYPER_TARGET_DIR")
+    or Path(tempfile.gettempdir()) / "uvhttp-bench-hyper-target"
+)
+NGINX_ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+@dataclass
+class Scenario:
+    """One load pattern; `ceiling_args` tell the ceiling what to answer with."""
+
+    name: str
+    letter: str
+    title: str
+    method: str = "GET"
+    path: str = "/"
+    wrk_script: Optional[str] = None
+    wrk_headers: List[str] = field(default_factory=list)
+    expected_body: bytes = b"Hello, World!"
+    ceiling_args: List[str] = field(default_factory=list)
+    idle: bool = False
+
+
+SCENARIOS = [
+    Scenario("keepalive", "a", f"keep-alive GET /, {LOAD_CONNECTIONS} connections"),
+    Scenario(
+        "pipelined",
+        "b",
+        f"keep-alive GET /, {LOAD_CONNECTIONS} connections, pipelined {PIPELINE_DEPTH} deep",
+        wrk_script="pipeline.lua",
+    ),
+    Scenario(
+        "close",
+        "c",
+        f"GET / with Connection: close, {LOAD_CONNECTIONS} concurrent",
+        wrk_headers=["Connection: close"],
+        ceiling_args=["--close"],
+    ),
+    Scenario(
+        "echo",
+        "d",
+        f"POST /echo, {ECHO_BYTES} B bodies, {LOAD_CONNECTIONS} connections",
+        method="POST",
+        path="/echo",
+        wrk_script="echo.lua",
+        expected_body=b"x" * ECHO_BYTES,
+        ceiling_args=["--body-bytes", str(ECHO_BYTES)],
+    ),
+    Scenario(
+        "big",
+        "e",
+        f"GET /big?bytes={BIG_BYTES}, {LOAD_CONNECTIONS} connections",
+        path=f"/big?bytes={BIG_BYTES}",
+        expected_body=b"x" * BIG_BYTES,
+        ceiling_args=["--body-bytes", str(BIG_BYTES)],
+    ),
+    Scenario("idle", "f", "idle keep-alive connections, one request each", idle=True),
+]
+
+
+# --------------------------------------------------------------------------- targets
+
+
+@dataclass
+class Target:
+    """A server to measure. `command` is a template: {port} and {run_dir} are filled in."""
+
+    name: str
+    command: List[str]
+    prepare: Optional[Callable[["Target", "Context"], Optional[str]]] = None
+    scenario_args: Callable[[Scenario], List[str]] = lambda scenario: []
+    # Scenario name -> why this target cannot run it.
+    unsupported: Dict[str, str] = field(default_factory=dict)
+    # Scenario name -> a caveat printed with the result.
+    notes: Dict[str, str] = field(default_factory=dict)
+    skip_reason: Optional[str] = None
+
+
+@dataclass
+class Context:
+    """Run-wide settings the targets' preparation needs."""
+
+    build: bool
+    run_dir: Path
+    cargo_target_dir: Optional[Path] = None
+
+
+def cargo_target_dir() -> Path:
+    """The repository's cargo target directory (honours CARGO_TARGET_DIR and config)."""
+    output = subprocess.run(
+        ["cargo", "metadata", "--format-version", "1", "--no-deps", "--offline"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return Path(json.loads(output)["target_directory"])
+
+
+def repo_examples() -> List[str]:
+    """Names of the examples the repository's manifest declares or discovers."""
+    output = subprocess.run(
+        ["cargo", "metadata", "--format-version", "1", "--no-deps", "--offline"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    names = []
+    for package in json.loads(output)["packages"]:
+        for target in package["targets"]:
+            if "example" in target["kind"]:
+                names.append(target["name"])
+    return names
+
+
+def tail(text: str, lines: int = 8) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def build_examples(context: Context, names: List[str]) -> Optional[str]:
+    """Builds the repository's release examples; returns an error text on failure."""
+    if not context.build or not names:
+        return None
+    command = ["cargo", "build", "--release"]
+    for name in names:
+        command += ["--example", name]
+    print(f"building: {' '.join(command)}", flush=True)
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        return f"cargo build failed:\n{tail(result.stderr)}"
+    return None
+
+
+def prepare_example(name: str):
+    """Preparation for a target that is one of the repository's examples."""
+
+    def prepare(target: Target, context: Context) -> Optional[str]:
+        binary = context.cargo_target_dir / "release" / "examples" / name
+        target.command[0] = str(binary)
+        if not binary.exists():
+            return f"{binary} not found (no `{name}` example built yet)"
+        return None
+
+    return prepare
+
+
+def prepare_hyper(target: Target, context: Context) -> Optional[str]:
+    if shutil.which("cargo") is None:
+        return "cargo not found"
+    manifest = BENCH_DIR / "peers" / "hyper" / "Cargo.toml"
+    binary = HYPER_TARGET_DIR / "release" / "uvhttp-bench-hyper-peer"
+    if context.build:
+        print(f"building: hyper peer (CARGO_TARGET_DIR={HYPER_TARGET_DIR})", flush=True)
+        environment = dict(os.environ, CARGO_TARGET_DIR=str(HYPER_TARGET_DIR))
+        result = subprocess.run(
+            ["cargo", "build", "--release", "--manifest-path", str(manifest)],
+            capture_output=True,
+            text=True,
+            env=environment,
+        )
+        if result.returncode != 0:
+            return f"building the hyper peer failed:\n{tail(result.stderr)}"
+    if not binary.exists():
+        return f"{binary} not found (run without --no-build)"
+    target.command[0] = str(binary)
+    return None
+
+
+def prepare_node(target: Target, context: Context) -> Optional[str]:
+    node = shutil.which("node")
+    if node is None:
+        return "node not found on PATH (Debian: apt-get install -y nodejs)"
+    target.command[0] = node
+    return None
+
+
+def prepare_nginx(target: Target, context: Context) -> Optional[str]:
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    if nginx is None:
+        return "nginx not found (Debian: apt-get install -y nginx-light)"
+    target.command[0] = nginx
+    if NGINX_ECHO_MODULE.exists():
+        target.unsupported.pop("echo", None)
+        target.notes["echo"] = "third-party echo module; answers chunked"
+    else:
+        target.unsupported["echo"] = (
+            "nginx has no request-body echo built in "
+            "(the third-party module, Debian libnginx-mod-http-echo, is not installed)"
+        )
+    return None
+
+
+def write_nginx_config(run_dir: Path, port: int) -> None:
+    """Fills in bench/peers/nginx.conf for one server start."""
+    template = (BENCH_DIR / "peers" / "nginx.conf").read_text()
+    if NGINX_ECHO_MODULE.exists():
+        load_echo = f"load_module {NGINX_ECHO_MODULE};"
+        echo_body = "echo_read_request_body;\n            echo_request_body;"
+    else:
+        load_echo = ""
+        echo_body = "return 501;"
+    config = (
+        template.replace("@LOAD_ECHO_MODULE@", load_echo)
+        .replace("@ECHO_BODY@", echo_body)
+        .replace("@RUN_DIR@", str(run_dir))
+        .replace("@PORT@", str(port))
+    )
+    (run_dir / "nginx.conf").write_text(config)
+    big = run_dir / "big.bin"
+    if not big.exists() or big.stat().st_size != BIG_BYTES:
+        big.write_bytes(b"x" * BIG_BYTES)
+
+
+def builtin_targets() -> Dict[str, Target]:
+    return {
+        "ceiling": Target(
+            "ceiling",
+            ["ceiling", "--host", HOST, "--port", "{port}"],
+            prepare=prepare_example("ceiling"),
+            scenario_args=lambda scenario: scenario.ceiling_args,
+        ),
+        "uvhttp": Target(
+            "uvhttp",
+            ["httpechoserver", "--port", "{port}"],
+            prepare=prepare_example("httpechoserver"),
+        ),
+        "hyper": Target(
+            "hyper", ["hyper-peer", "--host", HOST, "--port", "{port}"], prepare=prepare_hyper
+        ),
+        "node": Target(
+            "node",
+            ["node", str(BENCH_DIR / "peers" / "node_http.js"), "--host", HOST, "--port", "{port}"],
+            prepare=prepare_node,
+        ),
+        "nginx": Target(
+            "nginx",
+            ["nginx", "-p", "{run_dir}", "-c", "{run_dir}/nginx.conf", "-e", "{run_dir}/error.log"],
+            prepare=prepare_nginx,
+        ),
+    }
+
+
+# --------------------------------------------------------------------------- processes
+
+
+LIVE_PROCESSES: Dict[int, subprocess.Popen] = {}
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """Stops a server we started (its whole process group), politely first."""
+    if process.poll() is None:
+        for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                process.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    LIVE_PROCESSES.pop(process.pid, None)
+
+
+def stop_all_processes() -> None:
+    for process in list(LIVE_PROCESSES.values()):
+        stop_process(process)
+
+
+def free_port(taken: set) -> int:
+    while True:
+        with socket.socket() as probe:
+            probe.bind((HOST, 0))
+            port = probe.getsockname()[1]
+        if port not in taken:
+            taken.add(port)
+            return port
+
+
+def process_tree(pid: int) -> List[int]:
+    """`pid` and its descendants (nginx or a wrapper script may fork)."""
+    children: Dict[int, List[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    tree, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        tree.append(current)
+        pending.extend(children.get(current, []))
+    return tree
+
+
+def cpu_seconds(pid: int, user_only: bool = False) -> float:
+    """User + system (or only user) CPU time of the process tree, all threads, in seconds."""
+    ticks = 0
+    for member in process_tree(pid):
+        try:
+            with open(f"/proc/{member}/stat") as stat:
+                # Fields after the command name; utime and stime are fields 14 and 15.
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + (0 if user_only else int(fields[12]))
+    return ticks / CLOCK_TICKS
+
+
+def memory_kib(pid: int, key: str) -> int:
+    """A /proc/PID/status figure (VmRSS, VmHWM) summed over the process tree, in KiB."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            with open(f"/proc/{member}/status") as status:
+                for line in status:
+                    if line.startswith(key + ":"):
+                        total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+def start_server(target: Target, scenario: Scenario, port: int, run_dir: Path, nofile: int):
+    """Starts the server pinned to the server CPU; returns (process, log path)."""
+    if target.name == "nginx":
+        write_nginx_config(run_dir, port)
+    values = {"port": str(port), "run_dir": str(run_dir)}
+    command = [part.format(**values) for part in target.command]
+    command += target.scenario_args(scenario)
+    wrapper = ["taskset", "-c", str(ARGS.server_cpu)]
+    if shutil.which("prlimit"):
+        wrapper += ["prlimit", f"--nofile={nofile}:{nofile}"]
+    log_path = run_dir / f"{target.name}-{scenario.name}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            wrapper + command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            start_new_session=True,
+        )
+    LIVE_PROCESSES[process.pid] = process
+    return process, log_path
+
+
+def wait_for_port(process: subprocess.Popen, port: int, log_path: Path, timeout: float = 15.0):
+    """Returns None once the port accepts connections, else why it never did."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return f"exited with status {process.returncode} before listening:\n{tail(log_path.read_text(errors='replace'))}"
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return None
+        except OSError:
+            time.sleep(0.05)
+    return f"not listening on port {port} after {timeout:.0f} s:\n{tail(log_path.read_text(errors='replace'))}"
+
+
+def check_response(scenario: Scenario, port: int) -> Optional[str]:
+    """One request by hand: the server must answer this scenario correctly."""
+    connection = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        headers = {}
+        body = None
+        if scenario.method == "POST":
+            body = b"x" * ECHO_BYTES
+            headers["Content-Type"] = "application/octet-stream"
+        for header in scenario.wrk_headers:
+            name, value = header.split(":", 1)
+            headers[name] = value.strip()
+        connection.request(scenario.method, scenario.path, body=body, headers=headers)
+        response = connection.getresponse()
+        payload = response.read()
+    except (OSError, http.client.HTTPException) as error:
+        return f"check request failed: {error}"
+    finally:
+        connection.close()
+    if response.status != 200:
+        return f"check request got status {response.status}"
+    if payload != scenario.expected_body:
+        return f"check request got a wrong body ({len(payload)} bytes: {payload[:40]!r}...)"
+    return None
+
+
+# --------------------------------------------------------------------------- load
+
+
+LATENCY_UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6}
+
+
+def parse_latency(text: str) -> Optional[float]:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    return float(match.group(1)) * LATENCY_UNITS[match.group(2)] if match else None
+
+
+def run_wrk(scenario: Scenario, port: int, duration: float) -> dict:
+    """Runs wrk pinned to the client CPU and returns its figures."""
+    command = [
+        "taskset", "-c", str(ARGS.client_cpu),
+        "wrk", "-t1", f"-c{LOAD_CONNECTIONS}", f"-d{duration:g}s", "--latency", "--timeout", "5s",
+    ]
+    if scenario.wrk_script:
+        command += ["-s", str(BENCH_DIR / "wrk" / scenario.wrk_script)]
+    for header in scenario.wrk_headers:
+        command += ["-H", header]
+    command.append(f"http://{HOST}:{port}{scenario.path}")
+    environment = dict(
+        os.environ, BENCH_PIPELINE_DEPTH=str(PIPELINE_DEPTH), BENCH_ECHO_BYTES=str(ECHO_BYTES)
+    )
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=environment, timeout=duration + 60
+    )
+    output = result.stdout
+    figures = {"wrk_output": output}
+    if result.returncode != 0 or "requests in" not in output:
+        figures["error"] = f"wrk failed (status {result.returncode}): {tail(result.stderr or output)}"
+        return figures
+    requests = re.search(r"(\d+) requests in ([\d.]+)(\w+)", output)
+    figures["requests"] = int(requests.group(1))
+    figures["req_per_s"] = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    p99 = re.search(r"^\s+99%\s+(\S+)", output, re.MULTILINE)
+    figures["p99_us"] = parse_latency(p99.group(1)) if p99 else None
+    problems = []
+    if not figures["p99_us"]:
+        # wrk 4.1 prints 0.00us when its coordinated-omission correction overflows its
+        # histogram (seen with pipelining): that is no measurement.
+        figures["p99_us"] = None
+        problems.append("wrk gave no usable p99")
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    if errors and any(int(count) for count in errors.groups()):
+        problems.append("socket errors: connect {}, read {}, write {}, timeout {}".format(*errors.groups()))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    if non_2xx:
+        problems.append(f"{non_2xx.group(1)} non-2xx answers")
+    if problems:
+        figures["problems"] = "; ".join(problems)
+    return figures
+
+
+def read_response(connection: socket.socket) -> bool:
+    """Reads one complete response with a Content-Length body; False if the server closed."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = connection.recv(65536)
+        if not chunk:
+            return False
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    remaining = int(length.group(1)) - len(body) if length else 0
+    while remaining > 0:
+        chunk = connection.recv(min(remaining, 65536))
+        if not chunk:
+            return False
+        remaining -= len(chunk)
+    return True
+
+
+def run_idle(pid: int, port: int, count: int) -> dict:
+    """Opens `count` keep-alive connections, one request each, and leaves them idle."""
+    request = f"GET / HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode()
+    connections: List[socket.socket] = []
+    previous_affinity = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {ARGS.client_cpu})
+    try:
+        time.sleep(0.3)
+        rss_before = memory_kib(pid, "VmRSS")
+        cpu_before = cpu_seconds(pid)
+        started = time.monotonic()
+        while len(connections) < count:
+            batch = []
+            for _ in range(min(IDLE_BATCH, count - len(connections))):
+                connection = socket.create_connection((HOST, port), timeout=10)
+                connection.sendall(request)
+                batch.append(connection)
+                connections.append(connection)
+            for connection in batch:
+                if not read_response(connection):
+                    return {"error": f"server closed connection {len(connections)} before answering"}
+        elapsed = time.monotonic() - started
+        cpu_used = cpu_seconds(pid) - cpu_before
+        # Let the server settle (deferred frees, allocator trimming) before measuring.
+        time.sleep(1.0)
+        rss_after = memory_kib(pid, "VmRSS")
+        still_open = sum(1 for connection in connections if connection_alive(connection))
+        figures = {
+            "requests": count,
+            "setup_s": elapsed,
+            "cpu_s": cpu_used,
+            "rss_before_kib": rss_before,
+            "rss_after_kib": rss_after,
+            "kib_per_conn": (rss_after - rss_before) / count,
+        }
+        if still_open < count:
+            figures["problems"] = f"server closed {count - still_open} of the idle connections"
+        return figures
+    except OSError as error:
+        return {"error": f"after {len(connections)} connections: {error}"}
+    finally:
+        for connection in connections:
+            connection.close()
+        os.sched_setaffinity(0, previous_affinity)
+
+
+def connection_alive(connection: socket.socket) -> bool:
+    """True if the peer has neither closed nor reset the (idle) connection."""
+    try:
+        connection.setblocking(False)
+        return connection.recv(1, socket.MSG_PEEK) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+def measure(target: Target, scenario: Scenario, run_dir: Path, ports: set, nofile: int) -> dict:
+    """Starts the target, measures one scenario, stops it. Always stops it."""
+    port = free_port(ports)
+    process, log_path = start_server(target, scenario, port, run_dir, nofile)
+    try:
+        problem = wait_for_port(process, port, log_path)
+        if problem:
+            return {"error": problem}
+        if not scenario.idle:
+            problem = check_response(scenario, port)
+            if problem:
+                return {"error": problem}
+        else:
+            # One request first, so the baseline includes a served request's warm state.
+            problem = check_response(SCENARIOS[0], port)
+            if problem:
+                return {"error": problem}
+        if scenario.idle:
+            figures = run_idle(process.pid, port, ARGS.idle_connections)
+        else:
+            cpu_before = cpu_seconds(process.pid)
+            user_before = cpu_seconds(process.pid, user_only=True)
+            figures = run_wrk(scenario, port, ARGS.duration)
+            figures["cpu_s"] = cpu_seconds(process.pid) - cpu_before
+            figures["user_cpu_s"] = cpu_seconds(process.pid, user_only=True) - user_before
+            if not ARGS.verbose:
+                figures.pop("wrk_output", None)
+        if process.poll() is not None:
+            figures["error"] = f"server exited (status {process.returncode}) during the run:\n{tail(log_path.read_text(errors='replace'))}"
+            return figures
+        figures["peak_rss_kib"] = memory_kib(process.pid, "VmHWM")
+        if figures.get("requests"):
+            figures["cpu_us_per_req"] = figures["cpu_s"] * 1e6 / figures["requests"]
+            if "user_cpu_s" in figures:
+                figures["user_us_per_req"] = figures["user_cpu_s"] * 1e6 / figures["requests"]
+            wall = figures.get("setup_s", ARGS.duration)
+            figures["server_cpu_pct"] = 100.0 * figures["cpu_s"] / wall
+        return figures
+    finally:
+        stop_process(process)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def ratio(value, base) -> Optional[float]:
+    if value is None or base is None or base <= 0:
+        return None
+    return value / base
+
+
+def fmt(value, pattern: str) -> str:
+    return "-" if value is None else pattern.format(value)
+
+
+def fmt_latency(us: Optional[float]) -> str:
+    if us is None:
+        return "-"
+    return f"{us:.0f}us" if us < 1000 else f"{us / 1000:.2f}ms"
+
+
+def print_table(scenario: Scenario, results: Dict[str, dict]) -> None:
+    ceiling = results.get("ceiling", {})
+    if scenario.idle:
+        columns = ["target", "KiB/conn", "x ceil", "CPU us/conn", "x ceil", "peak RSS", "x ceil", "notes"]
+    else:
+        columns = ["target", "req/s", "x ceil", "CPU us/req", "x ceil", "user us/req", "srv CPU",
+                   "p99", "x ceil", "peak RSS", "x ceil", "notes"]
+    rows = []
+    for name, figures in results.items():
+        if "skipped" in figures:
+            rows.append([name] + ["-"] * (len(columns) - 2) + [f"skipped: {figures['skipped']}"])
+            continue
+        if "error" in figures:
+            rows.append([name] + ["-"] * (len(columns) - 2) + [f"FAILED: {figures['error'].splitlines()[0]}"])
+            continue
+        rss_mib = figures.get("peak_rss_kib", 0) / 1024
+        base_rss = ceiling.get("peak_rss_kib", 0) / 1024 if ceiling.get("peak_rss_kib") else None
+        common_tail = [
+            f"{rss_mib:.1f} MiB",
+            fmt(ratio(rss_mib, base_rss), "{:.2f}"),
+            "; ".join(note for note in (figures.get("note"), figures.get("problems")) if note),
+        ]
+        if scenario.idle:
+            row = [
+                name,
+                fmt(figures.get("kib_per_conn"), "{:.2f}"),
+                fmt(ratio(figures.get("kib_per_conn"), ceiling.get("kib_per_conn")), "{:.2f}"),
+                fmt(figures.get("cpu_us_per_req"), "{:.1f}"),
+                fmt(ratio(figures.get("cpu_us_per_req"), ceiling.get("cpu_us_per_req")), "{:.2f}"),
+            ]
+        else:
+            row = [
+                name,
+                fmt(figures.get("req_per_s"), "{:,.0f}"),
+                fmt(ratio(figures.get("req_per_s"), ceiling.get("req_per_s")), "{:.2f}"),
+                fmt(figures.get("cpu_us_per_req"), "{:.2f}"),
+                fmt(ratio(figures.get("cpu_us_per_req"), ceiling.get("cpu_us_per_req")), "{:.2f}"),
+                fmt(figures.get("user_us_per_req"), "{:.2f}"),
+                fmt(figures.get("server_cpu_pct"), "{:.0f}%"),
+                fmt_latency(figures.get("p99_us")),
+                fmt(ratio(figures.get("p99_us"), ceiling.get("p99_us")), "{:.2f}"),
+            ]
+        rows.append(row + common_tail)
+    widths = [max(len(str(row[i])) for row in rows + [columns]) for i in range(len(columns) - 1)]
+    lines = []
+    for row in [columns] + rows:
+        cells = [str(cell).rjust(width) if i else str(cell).ljust(width) for i, (cell, width) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells + [str(row[-1])]).rstrip())
+    print("\n".join(lines), flush=True)
+
+
+def print_summary(all_results: Dict[str, Dict[str, dict]], target_names: List[str]) -> None:
+    """The ranking figure for every target and scenario: CPU per request / ceiling's."""
+    print("\n== summary: server CPU time per request as a ratio to the ceiling (lower is better; "
+          "idle: KiB per connection ratio) ==")
+    names = [name for name in all_results]
+    rows = [["target"] + names]
+    for target in target_names:
+        row = [target]
+        for scenario_name in names:
+            results = all_results[scenario_name]
+            figures, ceiling = results.get(target, {}), results.get("ceiling", {})
+            key = "kib_per_conn" if scenario_name == "idle" else "cpu_us_per_req"
+            row.append(fmt(ratio(figures.get(key), ceiling.get(key)), "{:.2f}"))
+        rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.rjust(width) if i else cell.ljust(width) for i, (cell, width) in enumerate(zip(row, widths))))
+
+
+def machine_description() -> dict:
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0]
+    return {
+        "cpu": model,
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "wrk": wrk_version.split(" [")[0].strip(),
+        "loadavg_at_start": open("/proc/loadavg").read().split()[:3],
+    }
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Benchmark HTTP servers against the raw-libuv ceiling (see bench/README.md).")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per scenario (default 10)")
+    parser.add_argument("--quick", action="store_true", help="2 s per scenario")
+    parser.add_argument("--only", help="comma-separated scenarios: "
+                        + ",".join(f"{s.name}({s.letter})" for s in SCENARIOS))
+    parser.add_argument("--targets", help="comma-separated target names (default: all built-in and "
+                        "--target ones); the ceiling always runs")
+    parser.add_argument("--target", action="append", default=[], metavar="NAME=COMMAND",
+                        help="add a target: a command line with {port} where the port goes "
+                        "(e.g. 'mine=./server --port {port}'); repeatable")
+    parser.add_argument("--json", metavar="FILE", help="also write all figures to FILE")
+    parser.add_argument("--no-build", action="store_true", help="use already built binaries")
+    parser.add_argument("--idle-connections", type=int, default=IDLE_CONNECTIONS,
+                        help=f"connections for the idle scenario (default {IDLE_CONNECTIONS})")
+    parser.add_argument("--server-cpu", type=int, default=0)
+    parser.add_argument("--client-cpu", type=int, default=1)
+    parser.add_argument("--verbose", action="store_true", help="keep wrk's output in the JSON")
+    parser.add_argument("--keep-logs", action="store_true", help="keep server logs and configs")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration = 2.0
+    return args
+
+
+def select_scenarios(only: Optional[str]) -> List[Scenario]:
+    if not only:
+        return SCENARIOS
+    by_key = {s.name: s for s in SCENARIOS} | {s.letter: s for s in SCENARIOS}
+    chosen = []
+    for key in only.split(","):
+        key = key.strip()
+        if key not in by_key:
+            sys.exit(f"unknown scenario {key!r}; choose from {', '.join(s.name for s in SCENARIOS)}")
+        chosen.append(by_key[key])
+    return [s for s in SCENARIOS if s in chosen]
+
+
+def select_targets(args) -> List[Target]:
+    targets = builtin_targets()
+    for spec in args.target:
+        name, separator, command = spec.partition("=")
+        if not separator or "{port}" not in command:
+            sys.exit(f"--target {spec!r}: expected NAME=COMMAND with {{port}} in the command")
+        targets[name] = Target(name, shlex.split(command))
+    if args.targets:
+        wanted = [name.strip() for name in args.targets.split(",") if name.strip()]
+        unknown = [name for name in wanted if name not in targets]
+        if unknown:
+            sys.exit(f"unknown target(s) {', '.join(unknown)}; known: {', '.join(targets)}")
+        if "ceiling" not in wanted:
+            wanted.insert(0, "ceiling")
+    else:
+        wanted = list(targets)
+    return [targets[name] for name in ["ceiling"] + [n for n in wanted if n != "ceiling"]]
+
+
+def raise_nofile_limit(needed: int) -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(needed, soft)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return target
+
+
+def main() -> int:
+    global ARGS
+    ARGS = parse_args()
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            hint = "apt-get install -y wrk" if tool == "wrk" else "apt-get install -y util-linux"
+            sys.exit(f"{tool} not found ({hint})")
+    available = os.sched_getaffinity(0)
+    if ARGS.server_cpu not in available or ARGS.client_cpu not in available or ARGS.server_cpu == ARGS.client_cpu:
+        sys.exit(f"need two distinct usable CPUs for --server-cpu/--client-cpu; have {sorted(available)}")
+    scenarios = select_scenarios(ARGS.only)
+    targets = select_targets(ARGS)
+
+    nofile = raise_nofile_limit(ARGS.idle_connections + 200)
+    if any(s.idle for s in scenarios) and nofile < ARGS.idle_connections + 100:
+        ARGS.idle_connections = max(100, nofile - 100)
+        print(f"note: open-file limit is {nofile}; idle scenario uses {ARGS.idle_connections} connections")
+
+    # A SIGTERM (or a closed terminal) must still stop the servers: turn it into an exit.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))
+    run_dir = Path(tempfile.mkdtemp(prefix="uvhttp-bench-"))
+    try:
+        return run(scenarios, targets, run_dir, nofile)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    finally:
+        stop_all_processes()
+        if ARGS.keep_logs:
+            print(f"logs and configs kept in {run_dir}")
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def run(scenarios: List[Scenario], targets: List[Target], run_dir: Path, nofile: int) -> int:
+    context = Context(build=not ARGS.no_build, run_dir=run_dir)
+    try:
+        context.cargo_target_dir = cargo_target_dir()
+        examples = repo_examples()
+    except (OSError, subprocess.CalledProcessError) as error:
+        sys.exit(f"cannot read the repository's cargo metadata: {error}")
+    wanted_examples = [name for name in ("ceiling", "httpechoserver")
+                       if name in examples and any(t.name in ("ceiling", "uvhttp") for t in targets)]
+    build_error = build_examples(context, wanted_examples)
+    for target in targets:
+        if build_error and target.prepare is not None and target.name in ("ceiling", "uvhttp"):
+            target.skip_reason = build_error
+        elif target.prepare is not None:
+            target.skip_reason = target.prepare(target, context)
+        if target.skip_reason:
+            print(f"skip {target.name}: {target.skip_reason}", flush=True)
+    if targets[0].skip_reason:
+        print("the ceiling is unavailable, so no ratios can be given", file=sys.stderr)
+        return 1
+
+    description = machine_description()
+    print(f"\nmachine: {description['cpu']}, {description['cpus']} CPUs, Linux {description['kernel']}, "
+          f"{description['wrk']}; load average at start {' '.join(description['loadavg_at_start'])}")
+    print(f"server on CPU {ARGS.server_cpu}, wrk (1 thread) on CPU {ARGS.client_cpu}; "
+          f"{ARGS.duration:g} s per scenario; ratios are to the ceiling in the same run")
+
+    ports: set = set()
+    all_results: Dict[str, Dict[str, dict]] = {}
+    for scenario in scenarios:
+        heading = scenario.title if not scenario.idle else f"{ARGS.idle_connections:,} {scenario.title}"
+        print(f"\n== {scenario.name} ({scenario.letter}): {heading} ==", flush=True)
+        results: Dict[str, dict] = {}
+        for target in targets:
+            if target.skip_reason:
+                results[target.name] = {"skipped": target.skip_reason.splitlines()[0]}
+            elif scenario.name in target.unsupported:
+                results[target.name] = {"skipped": target.unsupported[scenario.name]}
+            else:
+                results[target.name] = measure(target, scenario, run_dir, ports, nofile)
+                if scenario.name in target.notes:
+                    results[target.name]["note"] = target.notes[scenario.name]
+            if "error" in results[target.name]:
+                print(f"{target.name}: {results[target.name]['error']}", file=sys.stderr, flush=True)
+        all_results[scenario.name] = results
+        print_table(scenario, results)
+    print_summary(all_results, [t.name for t in targets if not t.skip_reason])
+
+    if ARGS.json:
+        with open(ARGS.json, "w") as output:
+            json.dump({
+                "machine": description,
+                "settings": {
+                    "duration_s": ARGS.duration,
+                    "connections": LOAD_CONNECTIONS,
+                    "pipeline_depth": PIPELINE_DEPTH,
+                    "echo_bytes": ECHO_BYTES,
+                    "big_bytes": BIG_BYTES,
+                    "idle_connections": ARGS.idle_connections,
+                    "server_cpu": ARGS.server_cpu,
+                    "client_cpu": ARGS.client_cpu,
+                },
+                "results": all_results,
+            }, output, indent=2)
+        print(f"\nfigures written to {ARGS.json}")
+    return 0
+
+
+ARGS = None
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,376 @@
+//! Test harness: a server on its own loop in a thread, and a small blocking HTTP client.
+//!
+//! Every `TestServer` ends with `stop()`, which stops the server gracefully, runs the loop
+//! until it drains and asserts that `uv_loop_close` succeeds: no test can leak a handle.
+#![allow(dead_code)]
+
+use std::cell::RefCell;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use uvhttp::http::Server;
+use uvhttp::uv::{self, Async, OwnedLoop, Remote};
+
+thread_local! {
+    static SERVER: RefCell<Option<Server>> = const { RefCell::new(None) };
+    static MAILBOX: RefCell<Option<Async>> = const { RefCell::new(None) };
+}
+
+/// A server running on its own loop thread.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    remote: Remote,
+    thread: Option<JoinHandle<Result<(), String>>>,
+}
+
+impl TestServer {
+    /// Starts a server on 127.0.0.1 (port 0); `setup` runs on the loop thread before `start()`.
+    pub fn start(setup: impl FnOnce(&mut Server) + Send + 'static) -> TestServer {
+        Self::start_on("127.0.0.1", setup)
+    }
+
+    /// Same, on another host address (e.g. "::1").
+    pub fn start_on(
+        host: &'static str,
+        setup: impl FnOnce(&mut Server) + Send + 'static,
+    ) -> TestServer {
+        Self::start_with(move |lp| {
+            let mut srv = Server::with_loop(lp, host, 0).expect("server");
+            setup(&mut srv);
+            srv
+        })
+    }
+
+    /// Starts a server built by `make` on the loop thread.
+    pub fn start_with(make: impl FnOnce(uv::Loop) -> Server + Send + 'static) -> TestServer {
+        init_logging();
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::spawn(move || -> Result<(), String> {
+            let lp = OwnedLoop::new().map_err(|e| e.to_string())?;
+            let srv = make(lp.handle());
+            srv.start().map_err(|e| e.to_string())?;
+            let mailbox = Async::new(lp.handle()).map_err(|e| e.to_string())?;
+            tx.send((srv.address().unwrap(), mailbox.remote())).unwrap();
+            SERVER.with(|s| *s.borrow_mut() = Some(srv));
+            MAILBOX.with(|m| *m.borrow_mut() = Some(mailbox));
+            lp.handle().run(uv::RunMode::Default);
+            SERVER.with(|s| s.borrow_mut().take());
+            lp.close()
+                .map_err(|e| format!("loop did not close cleanly: {e}"))
+        });
+        let (addr, remote) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("server thread started");
+        TestServer {
+            addr,
+            remote,
+            thread: Some(thread),
+        }
+    }
+
+    /// Runs `f` with the server on its loop thread and returns the result.
+    pub fn with_server<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Server) -> T + Send + 'static,
+    ) -> T {
+        let (tx, rx) = mpsc::channel();
+        self.remote
+            .post(move || {
+                let r = SERVER.with(|s| f(s.borrow().as_ref().expect("server alive")));
+                let _ = tx.send(r);
+            })
+            .expect("loop alive");
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("loop answered")
+    }
+
+    /// Runs `f` on the loop thread (without the server).
+    pub fn on_loop(&self, f: impl FnOnce() + Send + 'static) {
+        self.remote.post(f).expect("loop alive");
+    }
+
+    /// Open connections, as the server counts them.
+    pub fn connection_count(&self) -> usize {
+        self.with_server(|s| s.connection_count())
+    }
+
+    /// Waits (bounded) until `cond` holds for the connection count.
+    pub fn wait_connections(&self, cond: impl Fn(usize) -> bool, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let n = self.connection_count();
+            if cond(n) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what} (count {n})"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Starts a graceful stop without waiting for it.
+    pub fn begin_stop(&self) {
+        self.remote
+            .post(|| SERVER.with(|s| s.borrow().as_ref().unwrap().stop()))
+            .expect("loop alive");
+    }
+
+    /// Stops gracefully, waits for the loop to drain, and asserts `uv_loop_close` succeeded.
+    pub fn stop(mut self) {
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        let _ = self.remote.post(|| {
+            SERVER.with(|s| {
+                if let Some(srv) = s.borrow().as_ref() {
+                    srv.stop();
+                }
+            });
+            // Close the mailbox so the loop can exit once the server is done.
+            MAILBOX.with(|m| m.borrow_mut().take());
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !thread.is_finished() {
+            assert!(
+                Instant::now() < deadline,
+                "server loop did not exit after stop()"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        match thread.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("{e}"),
+            Err(_) => panic!("server thread panicked"),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.finish();
+        }
+    }
+}
+
+/// A parsed response as a test client sees it.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub reason: String,
+    pub version: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// First value of a header (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn body_str(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// True if the server said it will close.
+    pub fn closes(&self) -> bool {
+        self.header("connection")
+            .map(|v| v.eq_ignore_ascii_case("close"))
+            .unwrap_or(false)
+    }
+}
+
+/// A blocking client connection with a read timeout (tests never hang).
+pub struct Client {
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_nodelay(true).unwrap();
+        Client {
+            reader: BufReader::new(s),
+        }
+    }
+
+    pub fn stream(&mut self) -> &mut TcpStream {
+        self.reader.get_mut()
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream().write_all(bytes).expect("write");
+    }
+
+    /// Sends a request and reads its response.
+    pub fn request(&mut self, raw: &[u8]) -> Reply {
+        self.send(raw);
+        self.read_reply()
+    }
+
+    /// Reads one response (Content-Length, chunked, or until close). `head_request` for HEAD.
+    pub fn read_reply(&mut self) -> Reply {
+        self.read_reply_for(false)
+    }
+
+    pub fn read_reply_for(&mut self, head_request: bool) -> Reply {
+        loop {
+            let r = self.read_one(head_request);
+            if (100..200).contains(&r.status) && r.status != 101 {
+                continue; // interim responses (100 Continue) precede the final one
+            }
+            return r;
+        }
+    }
+
+    fn read_line(&mut self) -> String {
+        let mut line = String::new();
+        let n = self.reader.read_line(&mut line).expect("read line");
+        assert!(n > 0, "connection closed while reading a response");
+        line.trim_end_matches(['\r', '\n']).to_string()
+    }
+
+    fn read_one(&mut self, head_request: bool) -> Reply {
+        let status_line = self.read_line();
+        let mut parts = status_line.splitn(3, ' ');
+        let version = parts.next().unwrap_or("").to_string();
+        let status: u16 = parts
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+        let reason = parts.next().unwrap_or("").to_string();
+        let mut headers = Vec::new();
+        loop {
+            let line = self.read_line();
+            if line.is_empty() {
+                break;
+            }
+            let (n, v) = line.split_once(':').expect("header line");
+            headers.push((n.to_string(), v.trim().to_string()));
+        }
+        let mut reply = Reply {
+            status,
+            reason,
+            version,
+            headers,
+            body: Vec::new(),
+        };
+        if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
+            return reply;
+        }
+        if reply
+            .header("transfer-encoding")
+            .map(|v| v.eq_ignore_ascii_case("chunked"))
+            .unwrap_or(false)
+        {
+            loop {
+                let size_line = self.read_line();
+                let size = usize::from_str_radix(size_line.split(';').next().unwrap().trim(), 16)
+                    .expect("chunk size");
+                if size == 0 {
+                    // trailers
+                    loop {
+                        if self.read_line().is_empty() {
+                            break;
+                        }
+                    }
+                    break;
+                }
+                let mut chunk = vec![0; size];
+                self.reader.read_exact(&mut chunk).expect("chunk data");
+                reply.body.extend_from_slice(&chunk);
+                let mut crlf = [0u8; 2];
+                self.reader.read_exact(&mut crlf).expect("chunk CRLF");
+                assert_eq!(&crlf, b"\r\n");
+            }
+        } else if let Some(len) = reply.header("content-length") {
+            let len: usize = len.parse().expect("content-length");
+            reply.body = vec![0; len];
+            self.reader.read_exact(&mut reply.body).expect("body");
+        } else {
+            self.reader
+                .read_to_end(&mut reply.body)
+                .expect("body until close");
+        }
+        reply
+    }
+
+    /// True if the server closed the connection (EOF) within the read timeout.
+    pub fn is_closed_by_server(&mut self) -> bool {
+        let mut buf = [0u8; 1];
+        matches!(self.reader.read(&mut buf), Ok(0) | Err(_))
+    }
+
+    /// Reads everything until the server closes.
+    pub fn read_to_close(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let _ = self.reader.read_to_end(&mut out);
+        out
+    }
+}
+
+/// One request on a fresh connection.
+pub fn request(addr: SocketAddr, raw: &[u8]) -> Reply {
+    Client::connect(addr).request(raw)
+}
+
+/// Everything the server sends back for `raw` until it closes the connection.
+pub fn exchange_until_close(addr: SocketAddr, raw: &[u8]) -> String {
+    let mut c = Client::connect(addr);
+    c.send(raw);
+    String::from_utf8_lossy(&c.read_to_close()).into_owned()
+}
+
+/// A plain GET request text.
+pub fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").into_bytes()
+}
+
+/// The server of the README sample, built on the test's loop (same routes as
+/// examples/httpechoserver.rs, which the tests also run as a process).
+pub fn hello_server() -> TestServer {
+    TestServer::start(|srv| {
+        srv.connection += |conn: uvhttp::http::ServerConnectionPtr| {
+            let _ = conn.respond(uvhttp::http::StatusCode::OK, "text/plain", b"Hello, World!");
+        };
+    })
+}
+
+struct TestLogger;
+impl log::Log for TestLogger {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, r: &log::Record) {
+        eprintln!("[{}] {}", r.level(), r.args());
+    }
+    fn flush(&self) {}
+}
+
+/// Logs to stderr (shown for failing tests) at the level in `UVHTTP_LOG` (default warn).
+pub fn init_logging() {
+    let level = match std::env::var("UVHTTP_LOG").as_deref() {
+        Ok("debug") => log::LevelFilter::Debug,
+        Ok("trace") => log::LevelFilter::Trace,
+        Ok("info") => log::LevelFilter::Info,
+        _ => log::LevelFilter::Warn,
+    };
+    if log::set_logger(&TestLogger).is_ok() {
+        log::set_max_level(level);
+    }
+}
