@@ -3,6 +3,7 @@
 
 pub(crate) mod pool;
 mod socket;
+pub mod tls;
 mod tcp;
 
 pub use socket::{Socket, SocketHandler};
