@@ -5,7 +5,15 @@
 //! - `POST|PUT /echo`     → the request body, streamed back as it arrives (any size)
 //! - `GET /big?bytes=N`   → an N-byte body, sent without copying
 //! - `GET /status/N`      → status N with no body
+//! - `GET /delay?ms=N&id=X`  → body X after N ms (a loop timer: a deferred response)
+//! - `GET /thread?ms=N&id=X` → body X, answered from a worker thread after N ms
+//! - `GET /sse?count=N&interval_ms=M` → N server-sent events `data: <i>`, then the end
+//! - `GET /stream?chunks=N&size=S`    → a chunked body of N chunks of S bytes, paced by
+//!   backpressure (the `drain` signal)
 //! - anything else        → 404
+//!
+//! Pipelined requests may be answered in any order (a `/thread` reply can be ready before an
+//! earlier `/delay` one); the library still writes them in request order.
 //!
 //! Flags: `--host` (0.0.0.0), `--port` (1337; 0 picks one), `--idle-timeout-ms`,
 //! `--header-timeout-ms`. Prints `listening on http://HOST:PORT` once bound; SIGINT or
@@ -14,11 +22,13 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
-use uvhttp::http::{Method, Server, ServerConnection, ServerConnectionPtr, StatusCode};
+use uvhttp::http::sse::EventStream;
+use uvhttp::http::{Flow, Method, Server, ServerConnection, ServerConnectionPtr, StatusCode};
 use uvhttp::uv;
 
 /// 64 KiB of filler, sliced for `/big` so large bodies go out without per-request copies.
@@ -95,6 +105,10 @@ fn route(conn: &ServerConnection) {
         (Method::Post | Method::Put, "/echo") => echo(conn),
         (Method::Get | Method::Head, "/big") => big(conn),
         (Method::Get | Method::Head, p) if p.starts_with("/status/") => status(conn, &p[8..]),
+        (Method::Get, "/delay") => delay(conn),
+        (Method::Get, "/thread") => thread(conn),
+        (Method::Get, "/sse") => sse(conn),
+        (Method::Get, "/stream") => stream(conn),
         _ => {
             let _ = conn.respond(StatusCode::NOT_FOUND, "text/plain", b"Not Found\n");
         }
@@ -170,5 +184,109 @@ fn status(conn: &ServerConnection, code: &str) {
                 b"status must be a number from 200 to 999\n",
             );
         }
+    }
+}
+
+fn param<T: std::str::FromStr>(conn: &ServerConnection, name: &str, default: T) -> T {
+    conn.request()
+        .query_param(name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Answers after `ms` on a loop timer: the handle kept in the closure defers the response.
+fn delay(conn: &ServerConnection) {
+    let ms: u64 = param(conn, "ms", 0);
+    let id: String = param(conn, "id", String::new());
+    let pending = conn.defer();
+    let Ok(timer) = uv::Timer::new(uv::default_loop()) else {
+        let _ = conn.respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", b"no timer\n");
+        return;
+    };
+    let slot: Rc<RefCell<Option<uv::Timer>>> = Rc::new(RefCell::new(None));
+    let slot_in_cb = slot.clone();
+    let started = timer.start(ms, 0, move || {
+        let _ = pending.respond(StatusCode::OK, "text/plain", id.as_bytes());
+        slot_in_cb.borrow_mut().take(); // the timer is done: close it
+    });
+    if started.is_ok() {
+        *slot.borrow_mut() = Some(timer);
+    }
+}
+
+/// Answers from another thread through a `Send` handle.
+fn thread(conn: &ServerConnection) {
+    let ms: u64 = param(conn, "ms", 0);
+    let id: String = param(conn, "id", String::new());
+    let Ok(remote) = conn.remote() else { return };
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(ms));
+        let _ = remote.respond(StatusCode::OK, "text/plain", id.into_bytes());
+    });
+}
+
+/// `count` events, one every `interval_ms`, then the end of the stream.
+fn sse(conn: &ServerConnection) {
+    let count: u64 = param(conn, "count", 3);
+    let interval: u64 = param(conn, "interval_ms", 100);
+    let Ok(stream) = EventStream::start(conn) else {
+        return;
+    };
+    let Ok(timer) = uv::Timer::new(uv::default_loop()) else {
+        return;
+    };
+    let state = Rc::new(RefCell::new((Some(stream), None::<uv::Timer>, 0u64)));
+    let state_in_cb = state.clone();
+    let tick = move || {
+        let mut st = state_in_cb.borrow_mut();
+        let i = st.2;
+        if i < count {
+            if let Some(s) = st.0.as_ref() {
+                if s.data(&i.to_string()).is_err() {
+                    st.2 = count; // client gone
+                }
+            }
+            st.2 += 1;
+        }
+        if st.2 >= count {
+            if let Some(s) = st.0.take() {
+                let _ = s.end();
+            }
+            st.1.take(); // close the timer
+        }
+    };
+    if timer.start(0, interval.max(1), tick).is_ok() {
+        state.borrow_mut().1 = Some(timer);
+    }
+}
+
+/// A chunked body of `chunks` chunks of `size` bytes, sent while the queue has room and
+/// resumed from the `drain` signal: memory stays bounded however slow the client is.
+fn stream(conn: &ServerConnection) {
+    let chunks: u64 = param(conn, "chunks", 10);
+    let size: usize = param(conn, "size", 1024).min(16 * 1024 * 1024);
+    conn.response()
+        .set_status(StatusCode::OK)
+        .set_content_type("application/octet-stream")
+        .set_chunked_transfer_encoding(true);
+    if conn.send_header().is_err() {
+        return;
+    }
+    let block: Arc<Vec<u8>> = Arc::new(vec![b's'; size]);
+    let sent = Rc::new(Cell::new(0u64));
+    let pump = move |c: &ServerConnection| {
+        while sent.get() < chunks {
+            sent.set(sent.get() + 1);
+            match c.send_owned(block.clone()) {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Pause) => return, // resumed by the drain signal
+                Err(_) => return,
+            }
+        }
+        let _ = c.complete();
+    };
+    pump(conn);
+    if !conn.is_complete() {
+        conn.drain.attach(pump);
     }
 }

@@ -70,7 +70,7 @@ impl Args {
     /// True if `--name` is present.
     pub fn flag(&self, name: &str) -> bool {
         let flag = format!("--{name}");
-        self.args.iter().any(|a| *a == flag)
+        self.args.contains(&flag)
     }
 
     /// A parsed value of `--name`, or `default`; exits with a message on a bad value.

@@ -89,7 +89,7 @@ impl ConnCore {
         socket: Rc<dyn Socket>,
     ) -> Rc<ConnCore> {
         let now = server.now();
-        let body_limits = config.body_limits.clone();
+        let body_limits = config.body_limits;
         let core = Rc::new_cyclic(|me| ConnCore {
             me: me.clone(),
             server,
@@ -139,8 +139,34 @@ impl ConnCore {
         self.closed.get()
     }
 
-    pub(crate) fn is_draining(&self) -> bool {
-        self.draining.get() || self.server.is_stopping()
+    /// True when no request will follow `ex` on this connection, so its response should say
+    /// `Connection: close`. Earlier pipelined responses keep the connection open: closing after
+    /// them would drop the requests behind them.
+    pub(crate) fn closes_after(&self, ex: &ServerConnection) -> bool {
+        if !(self.draining.get() || self.server.is_stopping()) {
+            return false;
+        }
+        self.pipeline
+            .borrow()
+            .back()
+            .map(|b| std::ptr::eq(&**b, ex))
+            .unwrap_or(true)
+    }
+
+    pub(crate) fn remote(&self) -> Option<crate::uv::Remote> {
+        self.server.remote()
+    }
+
+    /// Bytes held for this connection: unparsed input, queued output, buffered responses.
+    pub(crate) fn buffered_bytes(&self) -> usize {
+        self.inbuf.borrow().len()
+            + self.socket.queued_bytes()
+            + self
+                .pipeline
+                .borrow()
+                .iter()
+                .map(|e| e.buffered_bytes())
+                .sum::<usize>()
     }
 
     pub(crate) fn peer_addr(&self) -> Option<SocketAddr> {
@@ -165,6 +191,12 @@ impl ConnCore {
         if let Err(e) = self.socket.uncork() {
             log::debug!("write to {:?} failed: {e}", self.socket.peer_addr());
             self.finish_close(Some(e));
+            return;
+        }
+        if self.socket.take_drain_owed() {
+            // The queue drained inside this call chain (maybe inside the producer's own send):
+            // tell the producer from the loop instead of recursing into it.
+            self.server.schedule_drain(self.me.clone());
         }
     }
 
@@ -237,6 +269,10 @@ impl ConnCore {
                     pos = buf.len();
                 }
                 Phase::Head => {
+                    if self.draining.get() || self.server.is_stopping() {
+                        self.phase.set(Phase::Discard);
+                        continue;
+                    }
                     if self.must_wait_before_next_request() {
                         break;
                     }
@@ -820,7 +856,7 @@ impl SocketHandler for ConnCore {
             }
             _ => {
                 // A half-close after pipelining: answer what was received, then close.
-                if self.head_started.get().is_some() && self.inbuf.borrow().len() > 0 {
+                if self.head_started.get().is_some() && !self.inbuf.borrow().is_empty() {
                     // A partial head can never complete now.
                     let complete_requests_pending = self.pipeline.borrow().len();
                     if complete_requests_pending == 0 {
@@ -833,6 +869,20 @@ impl SocketHandler for ConnCore {
     }
 
     fn on_drain(&self) {
+        self.deliver_drain();
+    }
+
+    fn on_close(&self, err: Option<UvError>) {
+        self.finish_close(err);
+    }
+}
+
+impl ConnCore {
+    pub(crate) fn deliver_drain(&self) {
+        if self.closed.get() {
+            return;
+        }
+        let _me = self.me.upgrade();
         // Output fell to low water: take new requests again, and tell streaming producers.
         self.update_read_state();
         self.process_buffered();
@@ -845,9 +895,5 @@ impl SocketHandler for ConnCore {
                 let _ = ok;
             }
         }
-    }
-
-    fn on_close(&self, err: Option<UvError>) {
-        self.finish_close(err);
     }
 }

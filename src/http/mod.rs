@@ -12,12 +12,14 @@ mod encode;
 pub mod headers;
 pub mod method;
 mod options;
+mod remote;
 pub mod request;
 mod responder;
 mod response;
 pub mod response_head;
 mod server;
 mod server_connection;
+pub mod sse;
 pub mod status;
 pub mod url;
 
@@ -27,11 +29,15 @@ pub use decode::{BodyKind, HeadLimits, HeadParser, HttpError};
 pub use headers::Headers;
 pub use method::Method;
 pub use options::{OverLimit, ServerOptions};
+pub use remote::{LoopGone, RemoteConnection};
 pub use request::{Request, TargetForm, Version};
 pub use responder::{ServerConnectionFactory, ServerResponder};
 pub use response::Response;
 pub use response_head::ResponseHead;
 pub use server::{Server, ServerError};
-pub use server_connection::{Flow, ResponseRef, SendError, ServerConnection, ServerConnectionPtr};
+pub use server_connection::{
+    Flow, PayloadSignal, RequestSignal, ResponseRef, SendError, ServerConnection,
+    ServerConnectionPtr,
+};
 pub use status::StatusCode;
 pub use url::{Url, UrlError};

@@ -13,7 +13,7 @@ use super::responder::ServerConnectionFactory;
 use super::server_connection::{ServerConnection, ServerConnectionPtr};
 use crate::net::{Socket, TcpListener, TcpSocket};
 use crate::signal::Signal;
-use crate::uv::{self, Loop, Timer, UvError};
+use crate::uv::{self, Async, Loop, Remote, Timer, UvError};
 
 /// Why a server could not start.
 #[derive(Debug)]
@@ -91,6 +91,11 @@ pub(crate) struct ServerShared {
     listener: RefCell<Option<TcpListener>>,
     bound: Cell<Option<SocketAddr>>,
     timer: RefCell<Option<Timer>>,
+    /// Fires on the next loop iteration to deliver drains owed to connections.
+    soon: RefCell<Option<Timer>>,
+    soon_queue: RefCell<Vec<Weak<ConnCore>>>,
+    /// Where other threads post work for this server's requests (see `RemoteConnection`).
+    mailbox: RefCell<Option<Async>>,
     state: Cell<RunState>,
     stop_deadline: Cell<u64>,
     conns: RefCell<Vec<Option<Rc<ConnCore>>>>,
@@ -197,6 +202,9 @@ impl Server {
             listener: RefCell::new(None),
             bound: Cell::new(None),
             timer: RefCell::new(None),
+            soon: RefCell::new(None),
+            soon_queue: RefCell::new(Vec::new()),
+            mailbox: RefCell::new(None),
             state: Cell::new(RunState::Idle),
             stop_deadline: Cell::new(0),
             conns: RefCell::new(Vec::new()),
@@ -283,6 +291,12 @@ impl Server {
             })
             .map_err(|e| ServerError::new(format!("timer: {e}")))?;
         *sh.timer.borrow_mut() = Some(timer);
+        *sh.soon.borrow_mut() =
+            Some(Timer::new(sh.lp).map_err(|e| ServerError::new(format!("timer: {e}")))?);
+        let mailbox = Async::new(sh.lp).map_err(|e| ServerError::new(format!("async: {e}")))?;
+        // Posting threads must not keep the loop alive on their own: connections do.
+        mailbox.unref();
+        *sh.mailbox.borrow_mut() = Some(mailbox);
         sh.state.set(RunState::Running);
         log::debug!("listening on {:?}", sh.bound.get());
         Ok(())
@@ -304,6 +318,16 @@ impl Server {
     /// Connections currently open.
     pub fn connection_count(&self) -> usize {
         self.shared.live.get()
+    }
+
+    /// Bytes the server holds for its connections right now: unparsed input, queued output and
+    /// responses waiting behind earlier ones. Bounded by the limits; tests assert on it.
+    pub fn buffered_bytes(&self) -> usize {
+        self.shared
+            .live_connections()
+            .iter()
+            .map(|c| c.buffered_bytes())
+            .sum()
     }
 
     /// True between `start()` and the end of `stop()`.
@@ -371,6 +395,33 @@ impl ServerShared {
 
     pub(crate) fn factory(&self) -> Option<Rc<dyn ServerConnectionFactory>> {
         self.factory.borrow().clone()
+    }
+
+    /// Delivers `on_drain` to `core` on the next loop iteration.
+    pub(crate) fn schedule_drain(&self, core: Weak<ConnCore>) {
+        let first = {
+            let mut q = self.soon_queue.borrow_mut();
+            q.push(core);
+            q.len() == 1
+        };
+        if !first {
+            return;
+        }
+        let weak = self.me.clone();
+        if let Some(t) = self.soon.borrow().as_ref() {
+            let _ = t.start(0, 0, move || {
+                let Some(sh) = weak.upgrade() else { return };
+                let due = std::mem::take(&mut *sh.soon_queue.borrow_mut());
+                for core in due.iter().filter_map(Weak::upgrade) {
+                    core.deliver_drain();
+                }
+            });
+        }
+    }
+
+    /// The handle other threads use to reach this server's loop, while it runs.
+    pub(crate) fn remote(&self) -> Option<Remote> {
+        self.mailbox.borrow().as_ref().map(Async::remote)
     }
 
     pub(crate) fn take_exchange(&self) -> Rc<ServerConnection> {
@@ -537,6 +588,11 @@ impl ServerShared {
         // Dropping the timer closes it (safe even from inside its own callback).
         let timer = self.timer.borrow_mut().take();
         drop(timer);
+        let mailbox = self.mailbox.borrow_mut().take();
+        drop(mailbox);
+        let soon = self.soon.borrow_mut().take();
+        drop(soon);
+        self.soon_queue.borrow_mut().clear();
         self.exchange_pool.borrow_mut().clear();
         log::debug!("server stopped");
         self.stopped.emit(|slot| slot());

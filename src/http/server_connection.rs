@@ -34,6 +34,11 @@ signal_signature!(
     (ServerConnectionPtr)
 );
 
+/// Signal of request body chunks: `(request, chunk)`, the chunk borrowed for the call.
+pub type PayloadSignal = Signal<dyn FnMut(&ServerConnection, &[u8])>;
+/// Signal about one request: `(request)`.
+pub type RequestSignal = Signal<dyn FnMut(&ServerConnection)>;
+
 /// Why a send was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendError {
@@ -125,14 +130,15 @@ pub struct ServerConnection {
     close_after: Cell<bool>,
     close_fired: Cell<bool>,
     /// Chunks of the request body, borrowed for the call: icey's `Payload` signal.
-    pub payload: Signal<dyn FnMut(&ServerConnection, &[u8])>,
+    pub payload: PayloadSignal,
     /// The whole request (head, body, trailers) has arrived.
-    pub request_complete_signal: Signal<dyn FnMut(&ServerConnection)>,
+    pub request_complete_signal: RequestSignal,
     /// The connection closed while this request was outstanding: icey's `Close` signal.
-    pub close: Signal<dyn FnMut(&ServerConnection)>,
+    pub close: RequestSignal,
     /// The write queue drained below the low-water mark after a send returned
-    /// [`Flow::Pause`]: a streaming producer may continue.
-    pub drain: Signal<dyn FnMut(&ServerConnection)>,
+    /// [`Flow::Pause`]: a streaming producer may continue. A producer attached here keeps the
+    /// response open without holding a [`ServerConnectionPtr`] (it will finish it).
+    pub drain: RequestSignal,
 }
 
 impl fmt::Debug for ServerConnection {
@@ -343,6 +349,17 @@ impl ServerConnection {
         ServerConnectionPtr::new(self.me.upgrade().expect("a live ServerConnection"))
     }
 
+    /// A `Send` handle to this request's response, for answering from another thread
+    /// (posted back to the loop through `uv_async`).
+    pub fn remote(&self) -> Result<super::remote::RemoteConnection, SendError> {
+        let core = self.live_core()?;
+        let remote = core.remote().ok_or(SendError::ConnectionClosed)?;
+        Ok(super::remote::RemoteConnection::register(
+            self.defer(),
+            remote,
+        ))
+    }
+
     /// The client's address, while connected.
     pub fn peer_address(&self) -> Option<SocketAddr> {
         self.core().and_then(|c| c.peer_addr())
@@ -413,7 +430,7 @@ impl ServerConnection {
         };
         let keep = req.keep_alive()
             && resp.keep_alive() != Some(false)
-            && !core.is_draining()
+            && !core.closes_after(self)
             && framing != Framing::UntilClose;
         let connection = if !keep {
             self.close_after.set(true);
@@ -548,6 +565,38 @@ impl ServerConnection {
                 Ok(())
             }
         }
+    }
+
+    /// Finishes a chunked response with trailer fields (RFC 9112 7.1.2). For other framings
+    /// the trailers cannot be sent and this is the same as [`ServerConnection::complete`].
+    pub fn complete_with_trailers(&self, trailers: &[(&str, &str)]) -> Result<(), SendError> {
+        let core = self.live_core()?;
+        let chunked = self.output.borrow().framing == Some(Framing::Chunked)
+            || (!self.headers_sent.get() && self.response.borrow().is_chunked_transfer_encoding());
+        if !chunked || self.complete.get() {
+            return self.complete();
+        }
+        if !self.headers_sent.get() {
+            self.send_header()?;
+        }
+        let mut tail = pool::take_bytes();
+        tail.extend_from_slice(b"0\r\n");
+        for (name, value) in trailers {
+            if super::method::is_token(name.as_bytes())
+                && !value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
+            {
+                tail.extend_from_slice(name.as_bytes());
+                tail.extend_from_slice(b": ");
+                tail.extend_from_slice(value.as_bytes());
+                tail.extend_from_slice(b"\r\n");
+            }
+        }
+        tail.extend_from_slice(b"\r\n");
+        core.socket_cork();
+        self.emit(&core, OwnedBuf::Vec(tail));
+        self.finish(&core);
+        core.socket_uncork();
+        Ok(())
     }
 
     /// Sends a whole response in one call: status, `Content-Type`, `Content-Length` and body.
@@ -710,6 +759,10 @@ impl ServerConnection {
         }
     }
 
+    pub(crate) fn buffered_bytes(&self) -> usize {
+        self.output.borrow().buffered_bytes
+    }
+
     pub(crate) fn set_head(&self, head: bool) {
         self.is_head.set(head);
     }
@@ -793,6 +846,7 @@ impl ServerConnection {
             || !self.request_complete.get()
             || self.complete.get()
             || self.close_fired.get()
+            || !self.drain.is_empty()
         {
             return;
         }

@@ -3,8 +3,8 @@
 
 pub(crate) mod pool;
 mod socket;
-pub mod tls;
 mod tcp;
+pub mod tls;
 
 pub use socket::{Socket, SocketHandler};
 pub use tcp::{TcpListener, TcpSocket, DEFAULT_HIGH_WATER};

@@ -44,6 +44,10 @@ pub trait Socket {
     fn queued_bytes(&self) -> usize;
     /// Total bytes the kernel has accepted so far: a write stall shows as no progress.
     fn write_progress(&self) -> u64;
+    /// True (once) when the queue fell to the low-water mark inside a call the handler made
+    /// (a synchronous flush), where the socket cannot call `on_drain` itself: the handler must
+    /// deliver that drain later, from the loop.
+    fn take_drain_owed(&self) -> bool;
     /// Sets the high-water mark for [`SocketHandler::on_drain`] (low water is half of it).
     fn set_high_water_mark(&self, bytes: usize);
     /// True while queued bytes are at or above the high-water mark.

@@ -60,6 +60,7 @@ pub struct TcpSocket {
     lingered: Cell<usize>,
     high_water: Cell<usize>,
     over_high_water: Cell<bool>,
+    drain_owed: Cell<bool>,
     written: Cell<u64>,
 }
 
@@ -80,6 +81,7 @@ impl TcpSocket {
             lingered: Cell::new(0),
             high_water: Cell::new(DEFAULT_HIGH_WATER),
             over_high_water: Cell::new(false),
+            drain_owed: Cell::new(false),
             written: Cell::new(0),
         });
         *sock.me.borrow_mut() = Rc::downgrade(&sock);
@@ -227,6 +229,12 @@ impl TcpSocket {
             out.head_offset = offset;
             out.pending_bytes -= written;
             self.written.set(self.written.get() + written as u64);
+            if self.over_high_water.get()
+                && out.pending_bytes + out.in_flight_bytes <= self.high_water.get() / 2
+            {
+                self.over_high_water.set(false);
+                self.drain_owed.set(true);
+            }
             if written < total {
                 // The kernel is full: hand the rest (up to MAX_IOVECS buffers) to libuv.
                 let k = q.len().min(MAX_IOVECS);
@@ -357,6 +365,10 @@ impl Socket for TcpSocket {
         self.queued()
     }
 
+    fn take_drain_owed(&self) -> bool {
+        self.drain_owed.replace(false)
+    }
+
     fn write_progress(&self) -> u64 {
         self.written.get()
     }
@@ -375,10 +387,8 @@ impl Socket for TcpSocket {
         }
         self.state.set(State::Closing);
         // Keep reading so the peer's FIN (or excess data) is noticed while we linger.
-        if !self.reading.get() && !self.eof.get() {
-            if self.handle.read_start().is_ok() {
-                self.reading.set(true);
-            }
+        if !self.reading.get() && !self.eof.get() && self.handle.read_start().is_ok() {
+            self.reading.set(true);
         }
         if self.corks.get() == 0 {
             if let Err(e) = self.flush() {
@@ -499,6 +509,11 @@ impl StreamHandler for TcpSocket {
             return;
         }
         self.check_drain();
+        if self.drain_owed.replace(false) {
+            if let Some(h) = self.handler() {
+                h.on_drain();
+            }
+        }
     }
 
     fn on_shutdown(&self, status: Result<(), UvError>) {

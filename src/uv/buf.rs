@@ -160,7 +160,7 @@ pub(crate) unsafe fn return_read_buffer(buf: &sys::uv_buf_t) {
         base
     });
     if shared_base != buf.base {
-        let slice = std::ptr::slice_from_raw_parts_mut(buf.base as *mut u8, buf.len as usize);
+        let slice = std::ptr::slice_from_raw_parts_mut(buf.base as *mut u8, buf.len);
         // SAFETY: a base that is not the shared buffer's was leaked from a Box<[u8]> of exactly
         // this length in lend_read_buffer, and is returned exactly once.
         drop(unsafe { Box::from_raw(slice) });

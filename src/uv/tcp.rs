@@ -108,10 +108,12 @@ impl TcpHandle {
         self.raw() as *mut sys::uv_stream_t
     }
 
-    fn inner_mut(&self) -> &mut TcpInner {
-        // SAFETY: single-threaded access; callers never hold two of these at once (each use is
-        // a short field update, never across a call back into user code).
-        unsafe { &mut *self.inner.as_ptr() }
+    /// Runs `f` with the handle's box. The `&mut` cannot escape the closure, and no closure
+    /// given here calls back into user code, so two of them never overlap.
+    fn with_inner<R>(&self, f: impl FnOnce(&mut TcpInner) -> R) -> R {
+        // SAFETY: the box is alive until the close callback; single-threaded (not Send), and
+        // the borrow is confined to `f`, which never re-enters this handle.
+        f(unsafe { &mut *self.inner.as_ptr() })
     }
 
     /// True once `close` was called.
@@ -149,7 +151,7 @@ impl TcpHandle {
         backlog: i32,
         on_connection: impl FnMut(Result<(), UvError>) + 'static,
     ) -> Result<(), UvError> {
-        self.inner_mut().on_connection = Some(Box::new(on_connection));
+        self.with_inner(|i| i.on_connection = Some(Box::new(on_connection)));
         // SAFETY: handle initialised; the callback finds its closure through `data`.
         let rc = unsafe { sys::uv_listen(self.stream(), backlog, Some(connection_cb)) };
         let addr = self.local_addr();
@@ -176,7 +178,7 @@ impl TcpHandle {
         on_connect: impl FnOnce(Result<(), UvError>) + 'static,
     ) -> Result<(), UvError> {
         let raw = RawAddr::from_socket_addr(addr)?;
-        self.inner_mut().on_connect = Some(Box::new(on_connect));
+        self.with_inner(|i| i.on_connect = Some(Box::new(on_connect)));
         let req = Box::into_raw(Box::new(ConnectReq {
             // SAFETY: plain C data, initialised by uv_tcp_connect.
             req: unsafe { std::mem::zeroed() },
@@ -190,7 +192,7 @@ impl TcpHandle {
         if rc < 0 {
             // SAFETY: libuv did not take the request.
             drop(unsafe { Box::from_raw(req) });
-            self.inner_mut().on_connect = None;
+            self.with_inner(|i| i.on_connect = None);
             return Err(UvError::with_context(rc, format!("connect to {addr}")));
         }
         Ok(())
@@ -198,7 +200,7 @@ impl TcpHandle {
 
     /// Sets who receives read, write and shutdown events.
     pub fn set_handler(&self, handler: Weak<dyn StreamHandler>) {
-        self.inner_mut().handler = Some(handler);
+        self.with_inner(|i| i.handler = Some(handler));
     }
 
     /// Starts reading; bytes go to the handler's `on_read`.
@@ -242,7 +244,7 @@ impl TcpHandle {
             // SAFETY: plain C data, initialised by uv_write.
             req: unsafe { std::mem::zeroed() },
             bufs,
-            handler: self.inner_mut().handler.clone(),
+            handler: self.with_inner(|i| i.handler.clone()),
         }));
         let mut iov = [sys::uv_buf_t {
             base: std::ptr::null_mut(),
@@ -292,7 +294,7 @@ impl TcpHandle {
         let req = Box::into_raw(Box::new(ShutdownReq {
             // SAFETY: plain C data, initialised by uv_shutdown.
             req: unsafe { std::mem::zeroed() },
-            handler: self.inner_mut().handler.clone(),
+            handler: self.with_inner(|i| i.handler.clone()),
         }));
         // SAFETY: valid stream and request; the box is freed in shutdown_cb.
         let rc = unsafe { sys::uv_shutdown(&mut (*req).req, self.stream(), Some(shutdown_cb)) };
@@ -354,11 +356,13 @@ impl TcpHandle {
         if self.closed.replace(true) {
             return;
         }
-        let inner = self.inner_mut();
-        inner.handler = None;
-        inner.on_connection = None;
+        let raw = self.with_inner(|inner| {
+            inner.handler = None;
+            inner.on_connection = None;
+            &mut inner.raw as *mut sys::uv_tcp_t
+        });
         // SAFETY: the handle is initialised and embedded in the Box<TcpInner> at `data`.
-        unsafe { close_boxed::<TcpInner>(&mut inner.raw as *mut _ as *mut sys::uv_handle_t) }
+        unsafe { close_boxed::<TcpInner>(raw as *mut sys::uv_handle_t) }
     }
 
     /// Closes with a TCP reset (`uv_tcp_close_reset`) instead of an orderly FIN: for aborting
@@ -367,16 +371,17 @@ impl TcpHandle {
         if self.closed.get() {
             return;
         }
-        let inner = self.inner_mut();
         // SAFETY: initialised handle. uv_tcp_close_reset fails (e.g. after shutdown) without
         // closing; then fall back to an ordinary close.
-        let rc = unsafe { sys::uv_tcp_close_reset(&mut inner.raw, Some(free_tcp)) };
+        let rc = unsafe { sys::uv_tcp_close_reset(self.raw(), Some(free_tcp)) };
         if rc < 0 {
             self.close();
         } else {
             self.closed.set(true);
-            inner.handler = None;
-            inner.on_connection = None;
+            self.with_inner(|inner| {
+                inner.handler = None;
+                inner.on_connection = None;
+            });
         }
     }
 }
