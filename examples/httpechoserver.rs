@@ -16,7 +16,7 @@
 //! earlier `/delay` one); the library still writes them in request order.
 //!
 //! Flags: `--host` (0.0.0.0), `--port` (1337; 0 picks one), `--idle-timeout-ms`,
-//! `--header-timeout-ms`. Prints `listening on http://HOST:PORT` once bound; SIGINT or
+//! `--header-timeout-ms`, `--tls-cert FILE --tls-key FILE` (serve every route over HTTPS). Prints `listening on http://HOST:PORT` once bound; SIGINT or
 //! SIGTERM stops it gracefully (exit code 0). `UVHTTP_LOG=debug` shows connection logs.
 
 #[path = "support/mod.rs"]
@@ -56,6 +56,20 @@ fn main() {
         }
     });
 
+    if let (Some(cert), Some(key)) = (args.value("tls-cert"), args.value("tls-key")) {
+        let ctx = uvhttp::net::tls::TlsContext::server()
+            .cert_chain_file(&cert)
+            .key_file(&key)
+            .build();
+        match ctx {
+            Ok(ctx) => srv.set_tls(ctx),
+            Err(e) => {
+                eprintln!("httpechoserver: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+
     srv.connection += |conn: ServerConnectionPtr| route(&conn);
 
     if let Err(e) = srv.start() {
@@ -63,7 +77,8 @@ fn main() {
         std::process::exit(1);
     }
     let addr = srv.address().expect("bound");
-    println!("listening on http://{addr}");
+    let scheme = if srv.is_tls() { "https" } else { "http" };
+    println!("listening on {scheme}://{addr}");
 
     // Graceful stop on SIGINT / SIGTERM: the loop returns once every connection has closed.
     let srv = Rc::new(srv);

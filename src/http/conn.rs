@@ -19,6 +19,7 @@ use std::rc::{Rc, Weak};
 
 use super::body::{BodyDecoder, BodyLimits};
 use super::decode::{BodyKind, HeadLimits, HeadParser, HttpError};
+use super::encode::CONTINUE_HEAD;
 use super::server::ServerShared;
 use super::server_connection::{ServerConnection, ServerConnectionPtr};
 use super::status::StatusCode;
@@ -38,6 +39,7 @@ pub(crate) struct ConnConfig {
     pub body_timeout_ms: u64,
     pub write_timeout_ms: u64,
     pub linger_timeout_ms: u64,
+    pub tls_handshake_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +69,7 @@ pub(crate) struct ConnCore {
     inbuf: RefCell<Vec<u8>>,
     pipeline: RefCell<VecDeque<Rc<ServerConnection>>>,
     // Timing, in loop milliseconds.
+    accepted_at: u64,
     idle_since: Cell<u64>,
     head_started: Cell<Option<u64>>,
     last_read: Cell<u64>,
@@ -103,6 +106,7 @@ impl ConnCore {
             next: RefCell::new(None),
             inbuf: RefCell::new(Vec::new()),
             pipeline: RefCell::new(VecDeque::new()),
+            accepted_at: now,
             idle_since: Cell::new(now),
             head_started: Cell::new(None),
             last_read: Cell::new(now),
@@ -415,6 +419,10 @@ impl ConnCore {
             return;
         }
         let signal = self.server.connection_signal();
+        // The library's own handle is kept until the request is complete: dropping it earlier
+        // would make a bodiless request look abandoned (and answered 500) before a responder's
+        // `on_request` or a `request_complete` slot had the chance to answer it.
+        let mut own_ptr = None;
         if !signal.is_empty() {
             let ptr = ServerConnectionPtr::new(ex.clone());
             if !self.guarded(&ex, "connection handler", || {
@@ -422,7 +430,7 @@ impl ConnCore {
             }) {
                 return;
             }
-            drop(ptr);
+            own_ptr = Some(ptr);
         }
 
         if body_done {
@@ -431,11 +439,13 @@ impl ConnCore {
             // The application has not refused the body: invite the client to send it.
             if ex.is_complete() {
                 // It answered already without reading the body: no 100.
-            } else if self.pipeline.borrow().front().map(|f| Rc::ptr_eq(f, &ex)) == Some(true) {
-                self.socket
-                    .write_owned(OwnedBuf::Static(b"HTTP/1.1 100 Continue\r\n\r\n"));
+            } else if self.pipeline.borrow().front().map(|f| Rc::ptr_eq(f, &ex)) == Some(true)
+                && ex.claim_continue()
+            {
+                self.socket.write_owned(OwnedBuf::Static(CONTINUE_HEAD));
             }
         }
+        drop(own_ptr);
     }
 
     /// Runs application code for `ex`; a panic becomes a 500 (or a cut connection) for this
@@ -748,6 +758,13 @@ impl ConnCore {
             return;
         }
         let cfg = &*self.config;
+        if self.socket.is_handshaking() {
+            if now.saturating_sub(self.accepted_at) >= cfg.tls_handshake_timeout_ms {
+                log::debug!("TLS handshake with {:?} timed out", self.socket.peer_addr());
+                self.abort();
+            }
+            return;
+        }
         let queued = self.socket.queued_bytes();
         if queued > 0 {
             let progress = self.socket.write_progress();

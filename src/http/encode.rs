@@ -134,6 +134,9 @@ pub(crate) fn chunk_size_line(len: usize, buf: &mut [u8; 20]) -> &[u8] {
 /// The last chunk with no trailer fields.
 pub(crate) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
+/// The interim response inviting a client that sent `Expect: 100-continue` to send the body.
+pub(crate) const CONTINUE_HEAD: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,6 +46,8 @@ pub struct ServerOptions {
     /// Time a connection may go without the peer accepting any queued response bytes before it
     /// is cut off (a client that stopped reading).
     pub write_timeout: Duration,
+    /// Time allowed for a TLS handshake before the connection is dropped.
+    pub tls_handshake_timeout: Duration,
     /// How long a closing connection waits for the peer's FIN after ours.
     pub linger_timeout: Duration,
     /// How long `stop()` lets in-flight responses finish before closing what is left.
@@ -76,6 +78,7 @@ impl Default for ServerOptions {
             body_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
             linger_timeout: Duration::from_secs(2),
+            tls_handshake_timeout: Duration::from_secs(10),
             stop_timeout: Duration::from_secs(5),
             backlog: 511,
             tcp_nodelay: true,
@@ -93,6 +96,7 @@ impl ServerOptions {
             self.body_timeout,
             self.write_timeout,
             self.linger_timeout,
+            self.tls_handshake_timeout,
         ]
         .into_iter()
         .min()

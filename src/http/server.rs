@@ -11,7 +11,8 @@ use super::decode::HeadLimits;
 use super::options::{OverLimit, ServerOptions};
 use super::responder::ServerConnectionFactory;
 use super::server_connection::{ServerConnection, ServerConnectionPtr};
-use crate::net::{Socket, TcpListener, TcpSocket};
+use crate::net::tls::TlsContext;
+use crate::net::{Socket, TcpListener, TlsSocket};
 use crate::signal::Signal;
 use crate::uv::{self, Async, Loop, Remote, Timer, UvError};
 
@@ -105,6 +106,7 @@ pub(crate) struct ServerShared {
     exchange_pool: RefCell<Vec<Rc<ServerConnection>>>,
     connection: Signal<dyn FnMut(ServerConnectionPtr)>,
     factory: RefCell<Option<Rc<dyn ServerConnectionFactory>>>,
+    tls: RefCell<Option<TlsContext>>,
     stopped: Signal<dyn FnMut()>,
 }
 
@@ -214,6 +216,7 @@ impl Server {
             exchange_pool: RefCell::new(Vec::new()),
             connection: connection.clone(),
             factory: RefCell::new(None),
+            tls: RefCell::new(None),
             stopped: stopped.clone(),
         });
         Server {
@@ -238,6 +241,17 @@ impl Server {
     /// Creates a [`crate::http::ServerResponder`] per request (icey's factory).
     pub fn set_factory(&self, factory: impl ServerConnectionFactory + 'static) {
         *self.shared.factory.borrow_mut() = Some(Rc::new(factory));
+    }
+
+    /// Serves HTTPS (and WSS): every accepted connection runs TLS with `ctx` (built with
+    /// `TlsContext::server()` or `SslManager`), as icey's server over an `SSLSocket`.
+    pub fn set_tls(&self, ctx: TlsContext) {
+        *self.shared.tls.borrow_mut() = Some(ctx);
+    }
+
+    /// True when the server speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.shared.tls.borrow().is_some()
     }
 
     /// The loop this server runs on.
@@ -366,6 +380,7 @@ fn conn_config(o: &ServerOptions) -> ConnConfig {
         body_timeout_ms: ms(o.body_timeout),
         write_timeout_ms: ms(o.write_timeout),
         linger_timeout_ms: ms(o.linger_timeout),
+        tls_handshake_timeout_ms: ms(o.tls_handshake_timeout),
     }
 }
 
@@ -482,8 +497,18 @@ impl ServerShared {
         log::debug!("accepted connection from {:?}", socket.peer_addr());
         let sh = self.me.upgrade().expect("live server");
         let config = self.config.borrow().clone();
-        let socket: Rc<TcpSocket> = socket;
-        let socket: Rc<dyn Socket> = socket;
+        let tls = self.tls.borrow().clone();
+        let socket: Rc<dyn Socket> = match tls {
+            None => socket,
+            Some(ctx) => match TlsSocket::server(socket.clone(), &ctx) {
+                Ok(t) => t,
+                Err(e) => {
+                    log::warn!("cannot start TLS for a new connection: {e}");
+                    socket.close();
+                    return;
+                }
+            },
+        };
         let core = ConnCore::new(sh, config, socket);
         self.register(core.clone());
         if over_limit {

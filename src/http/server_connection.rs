@@ -17,7 +17,9 @@ use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 
 use super::conn::ConnCore;
-use super::encode::{chunk_size_line, encode_head, ConnectionHeader, Framing, LAST_CHUNK};
+use super::encode::{
+    chunk_size_line, encode_head, ConnectionHeader, Framing, CONTINUE_HEAD, LAST_CHUNK,
+};
 use super::headers::Headers;
 use super::method::Method;
 use super::request::{Request, Version};
@@ -129,6 +131,10 @@ pub struct ServerConnection {
     /// The connection closes once this response is written.
     close_after: Cell<bool>,
     close_fired: Cell<bool>,
+    /// `100 Continue` was sent for this request (it must go out at most once).
+    continue_sent: Cell<bool>,
+    /// `respond()` is writing a whole response: it finishes as soon as the head is out.
+    responding: Cell<bool>,
     /// Chunks of the request body, borrowed for the call: icey's `Payload` signal.
     pub payload: PayloadSignal,
     /// The whole request (head, body, trailers) has arrived.
@@ -273,6 +279,8 @@ impl ServerConnection {
             request_complete: Cell::new(false),
             close_after: Cell::new(false),
             close_fired: Cell::new(false),
+            continue_sent: Cell::new(false),
+            responding: Cell::new(false),
             payload: Signal::new(),
             request_complete_signal: Signal::new(),
             close: Signal::new(),
@@ -309,6 +317,8 @@ impl ServerConnection {
         self.request_complete.set(false);
         self.close_after.set(false);
         self.close_fired.set(false);
+        self.continue_sent.set(false);
+        self.responding.set(false);
         fresh(&mut self.payload);
         fresh(&mut self.request_complete_signal);
         fresh(&mut self.close);
@@ -395,6 +405,11 @@ impl ServerConnection {
             return Err(SendError::HeadersAlreadySent);
         }
         let (framing, connection) = self.decide_framing(&core);
+        core.socket_cork();
+        if self.needs_continue_before_head(framing) {
+            self.continue_sent.set(true);
+            self.emit_static(&core, CONTINUE_HEAD);
+        }
         let mut head = pool::take_bytes();
         encode_head(
             &mut head,
@@ -405,7 +420,6 @@ impl ServerConnection {
         );
         self.headers_sent.set(true);
         self.output.borrow_mut().framing = Some(framing);
-        core.socket_cork();
         self.emit(&core, OwnedBuf::Vec(head));
         if framing == Framing::None || framing == Framing::Length(0) {
             self.finish(&core);
@@ -428,10 +442,17 @@ impl ServerConnection {
         } else {
             Framing::Chunked
         };
+        // A response that is over before the request body was read leaves the connection
+        // unusable: `finish` closes it (the rest of the body is not read, and after
+        // `Expect: 100-continue` the client may never send it). The head must say so
+        // (RFC 9110 10.1.1, RFC 9112 9.6).
+        let ends_before_body = !self.request_complete.get()
+            && (self.responding.get() || matches!(framing, Framing::None | Framing::Length(0)));
         let keep = req.keep_alive()
             && resp.keep_alive() != Some(false)
             && !core.closes_after(self)
-            && framing != Framing::UntilClose;
+            && framing != Framing::UntilClose
+            && !ends_before_body;
         let connection = if !keep {
             self.close_after.set(true);
             ConnectionHeader::Close
@@ -456,6 +477,12 @@ impl ServerConnection {
 
     fn send_body(&self, data: BodyBytes<'_>) -> Result<Flow, SendError> {
         let core = self.live_core()?;
+        if self.output.borrow().framing == Some(Framing::None) {
+            // The head said there is no body, and the response finished with it. The answer
+            // depends on why: a HEAD body is computed and dropped however many sends it takes
+            // (so GET code serves HEAD unchanged); 204/304/1xx cannot have one.
+            return self.send_without_body(&core);
+        }
         if self.complete.get() {
             return Err(SendError::ResponseComplete);
         }
@@ -468,13 +495,7 @@ impl ServerConnection {
         let framing = self.output.borrow().framing.expect("head sent");
         let len = data.len() as u64;
         match framing {
-            Framing::None => {
-                if self.request.borrow().method() == Method::Head {
-                    // HEAD: the body is computed by the application but never sent.
-                    return Ok(self.flow(&core));
-                }
-                return Err(SendError::BodyNotAllowed(self.response.borrow().status()));
-            }
+            Framing::None => return self.send_without_body(&core),
             Framing::Length(declared) => {
                 let sent = self.output.borrow().sent;
                 if sent + len > declared {
@@ -511,6 +532,34 @@ impl ServerConnection {
             }
         }
         Ok(self.flow(&core))
+    }
+
+    /// A send on a response whose head allows no body (see `send_body`).
+    fn send_without_body(&self, core: &ConnCore) -> Result<Flow, SendError> {
+        if self.request.borrow().method() == Method::Head {
+            // HEAD: the body is computed by the application but never sent.
+            return Ok(self.flow(core));
+        }
+        Err(SendError::BodyNotAllowed(self.response.borrow().status()))
+    }
+
+    /// Whether `100 Continue` must precede the head being sent now: the client asked for it,
+    /// has not been invited to send the body yet, and the application starts a successful
+    /// response that is not over at once, i.e. it means to read the body (a streaming echo).
+    /// Without the 100 a client waiting for it might never send the body. Refusals (non-2xx)
+    /// and responses that end at once go out without it: the body is not wanted then.
+    fn needs_continue_before_head(&self, framing: Framing) -> bool {
+        !self.request_complete.get()
+            && !self.continue_sent.get()
+            && !self.responding.get()
+            && !matches!(framing, Framing::None | Framing::Length(0))
+            && self.response.borrow().status().is_success()
+            && self.request.borrow().expects_continue()
+    }
+
+    /// Marks `100 Continue` as sent; returns false if it already was.
+    pub(crate) fn claim_continue(&self) -> bool {
+        !self.continue_sent.replace(true)
     }
 
     /// Finishes the response: the last chunk for chunked bodies, nothing more for sized ones.
@@ -619,6 +668,7 @@ impl ServerConnection {
             r.set_content_length(body.len() as u64);
         }
         core.socket_cork();
+        self.responding.set(true);
         let result = self.send_header().and_then(|_| {
             if !body.is_empty() && !self.complete.get() {
                 self.send(body).map(|_| ())
@@ -626,6 +676,7 @@ impl ServerConnection {
                 Ok(())
             }
         });
+        self.responding.set(false);
         core.socket_uncork();
         result
     }

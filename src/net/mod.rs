@@ -5,6 +5,8 @@ pub(crate) mod pool;
 mod socket;
 mod tcp;
 pub mod tls;
+mod tls_socket;
 
 pub use socket::{Socket, SocketHandler};
 pub use tcp::{TcpListener, TcpSocket, DEFAULT_HIGH_WATER};
+pub use tls_socket::TlsSocket;

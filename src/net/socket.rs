@@ -64,6 +64,10 @@ pub trait Socket {
     fn is_closing(&self) -> bool;
     /// True after [`Socket::close_after_flush`] finished writing and the FIN went out.
     fn is_shut_down(&self) -> bool;
+    /// True while a security handshake (TLS) is still running; plain TCP never is.
+    fn is_handshaking(&self) -> bool {
+        false
+    }
     /// The peer's address.
     fn peer_addr(&self) -> Option<SocketAddr>;
     /// The local address.
