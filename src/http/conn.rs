@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
 
+use super::adapter::{ConnectionAdapter, UpgradedConnection};
 use super::body::{BodyDecoder, BodyLimits};
 use super::decode::{BodyKind, HeadLimits, HeadParser, HttpError};
 use super::encode::CONTINUE_HEAD;
@@ -50,6 +51,11 @@ enum Phase {
     Body,
     /// No more requests will be read (error, `Connection: close`, stop); input is ignored.
     Discard,
+    /// An upgrade request is waiting for its answer: nothing more is parsed as HTTP until the
+    /// application either switched protocols or answered normally.
+    UpgradePending,
+    /// Switched protocols: every byte goes to the adapter.
+    Upgraded,
 }
 
 pub(crate) struct ConnCore {
@@ -68,6 +74,8 @@ pub(crate) struct ConnCore {
     /// Unparsed bytes kept between reads (pooled; empty when there are none).
     inbuf: RefCell<Vec<u8>>,
     pipeline: RefCell<VecDeque<Rc<ServerConnection>>>,
+    /// The adapter that owns the byte stream after an upgrade (taken out while it runs).
+    adapter: RefCell<Option<Box<dyn ConnectionAdapter>>>,
     // Timing, in loop milliseconds.
     accepted_at: u64,
     idle_since: Cell<u64>,
@@ -106,6 +114,7 @@ impl ConnCore {
             next: RefCell::new(None),
             inbuf: RefCell::new(Vec::new()),
             pipeline: RefCell::new(VecDeque::new()),
+            adapter: RefCell::new(None),
             accepted_at: now,
             idle_since: Cell::new(now),
             head_started: Cell::new(None),
@@ -272,6 +281,12 @@ impl ConnCore {
                 Phase::Discard => {
                     pos = buf.len();
                 }
+                Phase::UpgradePending => break,
+                Phase::Upgraded => {
+                    let rest = &buf[pos..];
+                    self.with_adapter(|a| a.on_data(rest));
+                    pos = buf.len();
+                }
                 Phase::Head => {
                     if self.draining.get() || self.server.is_stopping() {
                         self.phase.set(Phase::Discard);
@@ -300,7 +315,7 @@ impl ConnCore {
                             pos += step.consumed;
                             if let Some(range) = step.data {
                                 let chunk = &buf[start + range.start..start + range.end];
-                                if !self.deliver_body(chunk) {
+                                if !self.deliver_body(chunk, step.done) {
                                     pos = buf.len();
                                     continue;
                                 }
@@ -382,6 +397,11 @@ impl ConnCore {
         }
         let body_done = matches!(kind, BodyKind::None | BodyKind::Length(0));
         let keep_alive = ex.request().keep_alive();
+        if body_done && ex.request().is_upgrade() {
+            // Bytes after this request may belong to another protocol: stop parsing HTTP until
+            // the application decided.
+            self.phase.set(Phase::UpgradePending);
+        }
         {
             let mut pipeline = self.pipeline.borrow_mut();
             if pipeline.is_empty() {
@@ -472,7 +492,11 @@ impl ConnCore {
     }
 
     /// Hands a body chunk to the application. Returns false if the connection is done.
-    fn deliver_body(&self, chunk: &[u8]) -> bool {
+    /// `last`: this chunk ends the body. The request counts as complete from then on, so a
+    /// response finished inside this very payload call (a streaming echo sending its last
+    /// bytes) is not mistaken for one that ends before the body was read, which would close
+    /// the connection.
+    fn deliver_body(&self, chunk: &[u8], last: bool) -> bool {
         let Some(ex) = self.body_exchange.borrow().clone() else {
             return true;
         };
@@ -484,6 +508,9 @@ impl ConnCore {
                 reason: "chunked request body larger than the server's limit",
             });
             return false;
+        }
+        if last {
+            ex.mark_request_complete();
         }
         if ex.is_complete() {
             // Answered early; the body is read to keep the stream in sync, not delivered.
@@ -596,6 +623,7 @@ impl ConnCore {
             return;
         }
         let want_pause = self.app_paused.get()
+            || self.phase.get() == Phase::UpgradePending
             || (self.phase.get() == Phase::Head && self.must_wait_before_next_request());
         if want_pause && !self.reading_paused.get() {
             self.reading_paused.set(true);
@@ -649,7 +677,17 @@ impl ConnCore {
             self.pipeline.borrow_mut().pop_front();
             front.set_head(false);
             let close_after = front.close_after();
+            let adapter = front.take_adapter();
+            let was_upgrade = front.request().is_upgrade();
             self.server.recycle_exchange(front);
+            if let Some(adapter) = adapter {
+                self.enter_upgraded(adapter);
+                return;
+            }
+            if was_upgrade && self.phase.get() == Phase::UpgradePending {
+                // Answered without switching protocols: carry on with HTTP.
+                self.phase.set(Phase::Head);
+            }
             if close_after {
                 self.draining.set(true);
                 self.close_gracefully();
@@ -685,6 +723,51 @@ impl ConnCore {
             || (self.peer_eof.get() && self.inbuf.borrow().is_empty());
         if no_more {
             self.close_gracefully();
+        }
+    }
+
+    // ---- upgrade ---------------------------------------------------------------------------
+
+    /// Hands the connection to `adapter` (after the `101` went out).
+    fn enter_upgraded(&self, adapter: Box<dyn ConnectionAdapter>) {
+        if self.closed.get() {
+            return;
+        }
+        log::debug!("connection {:?} upgraded", self.socket.peer_addr());
+        self.phase.set(Phase::Upgraded);
+        self.app_paused.set(false);
+        *self.adapter.borrow_mut() = Some(adapter);
+        let conn = UpgradedConnection {
+            socket: self.socket.clone(),
+            core: self.me.clone(),
+        };
+        self.with_adapter(|a| a.on_upgrade(conn));
+        if self.reading_paused.replace(false) {
+            self.socket.resume_reading();
+        }
+        if !self.processing.get() {
+            // Bytes that arrived with the handshake.
+            self.process_buffered();
+        }
+    }
+
+    /// Calls the adapter, taken out of its slot while it runs so that it may call back in
+    /// (write, close). If the connection closed meanwhile, the adapter hears about it here.
+    fn with_adapter(&self, f: impl FnOnce(&mut dyn ConnectionAdapter)) {
+        let taken = self.adapter.borrow_mut().take();
+        let Some(mut adapter) = taken else { return };
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(&mut *adapter))) {
+            log::error!(
+                "panic in a connection adapter (from {:?}): {}",
+                self.socket.peer_addr(),
+                panic_message(&*p)
+            );
+            self.abort();
+        }
+        if self.closed.get() {
+            adapter.on_close(None);
+        } else {
+            *self.adapter.borrow_mut() = Some(adapter);
         }
     }
 
@@ -735,6 +818,12 @@ impl ConnCore {
         }
         let inbuf = std::mem::take(&mut *self.inbuf.borrow_mut());
         pool::give_bytes(inbuf);
+        let adapter = self.adapter.borrow_mut().take();
+        if let Some(mut adapter) = adapter {
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| adapter.on_close(err.as_ref()))) {
+                log::error!("panic in an adapter close handler: {}", panic_message(&*p));
+            }
+        }
         for ex in outstanding {
             if let Err(p) = catch_unwind(AssertUnwindSafe(|| ex.fire_close())) {
                 log::error!("panic in a close handler: {}", panic_message(&*p));
@@ -790,6 +879,8 @@ impl ConnCore {
             return;
         }
         match self.phase.get() {
+            Phase::Upgraded => self.with_adapter(|a| a.on_tick(now)),
+            Phase::UpgradePending => {}
             Phase::Body => {
                 if now.saturating_sub(self.last_read.get()) >= cfg.body_timeout_ms {
                     self.body_error(&HttpError {
@@ -848,12 +939,17 @@ impl SocketHandler for ConnCore {
             return;
         }
         self.last_read.set(self.now());
+        if self.phase.get() == Phase::Upgraded && self.inbuf.borrow().is_empty() {
+            self.with_adapter(|a| a.on_data(data));
+            return;
+        }
         self.process_input(data);
     }
 
     fn on_eof(&self) {
         self.peer_eof.set(true);
         match self.phase.get() {
+            Phase::Upgraded => self.with_adapter(|a| a.on_eof()),
             Phase::Body => {
                 log::debug!(
                     "client {:?} closed in the middle of a request body",
@@ -900,6 +996,10 @@ impl ConnCore {
             return;
         }
         let _me = self.me.upgrade();
+        if self.phase.get() == Phase::Upgraded {
+            self.with_adapter(|a| a.on_drain());
+            return;
+        }
         // Output fell to low water: take new requests again, and tell streaming producers.
         self.update_read_state();
         self.process_buffered();

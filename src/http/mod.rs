@@ -4,6 +4,7 @@
 //! [`Request`]; `conn` drives one connection; [`ServerConnection`] is what the application
 //! answers through; `encode` turns the [`Response`] back into bytes.
 
+mod adapter;
 pub mod body;
 mod conn;
 mod date;
@@ -23,6 +24,7 @@ pub mod sse;
 pub mod status;
 pub mod url;
 
+pub use adapter::{ConnectionAdapter, UpgradedConnection};
 pub use body::{BodyDecoder, BodyLimits, Step};
 pub use date::format_imf_fixdate;
 pub use decode::{BodyKind, HeadLimits, HeadParser, HttpError};

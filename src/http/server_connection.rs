@@ -122,6 +122,7 @@ pub struct ServerConnection {
     response: RefCell<Response>,
     output: RefCell<Output>,
     responder: RefCell<Option<Box<dyn ServerResponder>>>,
+    adapter: RefCell<Option<Box<dyn super::adapter::ConnectionAdapter>>>,
     app_refs: Cell<usize>,
     /// First in line: writes go straight to the socket.
     is_head: Cell<bool>,
@@ -272,6 +273,7 @@ impl ServerConnection {
             response: RefCell::new(Response::new()),
             output: RefCell::new(Output::default()),
             responder: RefCell::new(None),
+            adapter: RefCell::new(None),
             app_refs: Cell::new(0),
             is_head: Cell::new(false),
             headers_sent: Cell::new(false),
@@ -310,6 +312,7 @@ impl ServerConnection {
         }
         out.buffered_bytes = 0;
         *self.responder.get_mut() = None;
+        *self.adapter.get_mut() = None;
         self.app_refs.set(0);
         self.is_head.set(false);
         self.headers_sent.set(false);
@@ -699,6 +702,34 @@ impl ServerConnection {
         } else {
             // No response at all: nothing goes out for this request.
             self.finish(&core);
+        }
+    }
+
+    /// Replaces the connection's adapter: once this request's `101 Switching Protocols`
+    /// response has been written, the connection stops speaking HTTP and every byte goes to
+    /// `adapter` (icey's `replaceAdapter`; the WebSocket module uses it). Call it before or
+    /// after sending the `101`, but before the response completes; with any other status the
+    /// adapter is dropped and the connection stays HTTP.
+    pub fn replace_adapter(
+        &self,
+        adapter: Box<dyn super::adapter::ConnectionAdapter>,
+    ) -> Result<(), SendError> {
+        self.live_core()?;
+        if self.complete.get() {
+            return Err(SendError::ResponseComplete);
+        }
+        *self.adapter.borrow_mut() = Some(adapter);
+        Ok(())
+    }
+
+    pub(crate) fn take_adapter(&self) -> Option<Box<dyn super::adapter::ConnectionAdapter>> {
+        let adapter = self.adapter.borrow_mut().take()?;
+        if self.response.borrow().status() == StatusCode::SWITCHING_PROTOCOLS
+            && self.headers_sent.get()
+        {
+            Some(adapter)
+        } else {
+            None
         }
     }
 
