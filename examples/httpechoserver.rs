@@ -10,6 +10,8 @@
 //! - `GET /sse?count=N&interval_ms=M` → N server-sent events `data: <i>`, then the end
 //! - `GET /stream?chunks=N&size=S`    → a chunked body of N chunks of S bytes, paced by
 //!   backpressure (the `drain` signal)
+//! - `GET /ws`            → WebSocket echo (text and binary, fragmented messages echoed
+//!   whole, permessage-deflate when the client offers it)
 //! - anything else        → 404
 //!
 //! Pipelined requests may be answered in any order (a `/thread` reply can be ready before an
@@ -120,6 +122,7 @@ fn route(conn: &ServerConnection) {
         (Method::Post | Method::Put, "/echo") => echo(conn),
         (Method::Get | Method::Head, "/big") => big(conn),
         (Method::Get | Method::Head, p) if p.starts_with("/status/") => status(conn, &p[8..]),
+        (Method::Get, "/ws") => websocket_echo(conn),
         (Method::Get, "/delay") => delay(conn),
         (Method::Get, "/thread") => thread(conn),
         (Method::Get, "/sse") => sse(conn),
@@ -303,5 +306,15 @@ fn stream(conn: &ServerConnection) {
     pump(conn);
     if !conn.is_complete() {
         conn.drain.attach(pump);
+    }
+}
+
+/// Upgrades to a WebSocket that echoes every message with its kind.
+fn websocket_echo(conn: &ServerConnection) {
+    let options = uvhttp::ws::AcceptOptions::default();
+    if let Ok(ws) = uvhttp::ws::accept(conn, &options) {
+        ws.message.attach(|ws, kind, data| {
+            let _ = ws.send(data, kind);
+        });
     }
 }

@@ -3,3 +3,4 @@ pub mod http;
 pub mod net;
 pub mod signal;
 pub mod uv;
+pub mod ws;

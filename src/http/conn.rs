@@ -172,6 +172,15 @@ impl ConnCore {
 
     /// Bytes held for this connection: unparsed input, queued output, buffered responses.
     pub(crate) fn buffered_bytes(&self) -> usize {
+        eprintln!(
+            "DBG inbuf={} queued={} over={} pipeline={} phase={:?} paused={}",
+            self.inbuf.borrow().len(),
+            self.socket.queued_bytes(),
+            self.socket.is_over_high_water(),
+            self.pipeline.borrow().len(),
+            self.phase.get(),
+            self.reading_paused.get()
+        ); // DBGTMP
         self.inbuf.borrow().len()
             + self.socket.queued_bytes()
             + self

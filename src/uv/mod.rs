@@ -8,6 +8,7 @@
 mod addr;
 mod async_handle;
 mod buf;
+pub mod dns;
 mod error;
 mod event_loop;
 pub(crate) mod handle;
