@@ -64,9 +64,7 @@ case "$cmd" in
     cargo build --all-targets
     cargo test --all-targets -- --test-threads=2
     cargo test --doc
-    if [ -x scripts/autobahn-quick.sh ]; then
-      scripts/autobahn-quick.sh
-    fi
+    scripts/autobahn.sh
     ;;
   *)
     sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'

@@ -6,6 +6,7 @@
 
 mod adapter;
 pub mod body;
+pub mod client;
 mod conn;
 mod date;
 pub mod decode;
@@ -26,6 +27,7 @@ pub mod url;
 
 pub use adapter::{ConnectionAdapter, UpgradedConnection};
 pub use body::{BodyDecoder, BodyLimits, Step};
+pub use client::{ClientConnection, ClientError, RequestRef};
 pub use date::format_imf_fixdate;
 pub use decode::{BodyKind, HeadLimits, HeadParser, HttpError};
 pub use headers::Headers;

@@ -26,9 +26,11 @@ pub use protocol::{
     Config, Event, MessageKind, Protocol, ProtocolError, Role, SendError, Sender, State,
 };
 
+mod client;
 mod server;
 mod websocket;
 
+pub use client::{connect, ClientOptions};
 pub use server::{accept, is_websocket_request, AcceptOptions, HandshakeError};
 pub use websocket::{
     CloseSignal, ControlSignal, MessageSignal, SocketSignal, WebSocket, WsSendError,

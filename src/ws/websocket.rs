@@ -93,7 +93,13 @@ pub struct WebSocket {
     transport: RefCell<Option<Transport>>,
     busy: Cell<bool>,
     deferred: RefCell<Vec<Deferred>>,
-    subprotocol: Option<String>,
+    subprotocol: RefCell<Option<String>>,
+    /// Client: the handshake is still running; sends are queued until `connect`.
+    connecting: Cell<bool>,
+    /// Client: the connection driver, kept alive by the socket until it closes.
+    owner: RefCell<Option<Rc<dyn std::any::Any>>>,
+    /// Client: the loop it runs on (servers get the time from their connection).
+    client_loop: Cell<Option<crate::uv::Loop>>,
     close_fired: Cell<bool>,
     tcp_closed: Cell<bool>,
     close_sent_at: Cell<Option<u64>>,
@@ -140,7 +146,10 @@ impl WebSocket {
             transport: RefCell::new(None),
             busy: Cell::new(false),
             deferred: RefCell::new(Vec::new()),
-            subprotocol,
+            subprotocol: RefCell::new(subprotocol),
+            connecting: Cell::new(false),
+            owner: RefCell::new(None),
+            client_loop: Cell::new(None),
             close_fired: Cell::new(false),
             tcp_closed: Cell::new(false),
             close_sent_at: Cell::new(None),
@@ -164,9 +173,49 @@ impl WebSocket {
         self.ping_interval_ms.set(ms);
     }
 
+    /// An owning handle to this socket, from the `&WebSocket` a signal handler receives
+    /// (keep it, or a `Weak` of it, to send later).
+    pub fn handle(&self) -> Rc<WebSocket> {
+        self.me.upgrade().expect("a live WebSocket")
+    }
+
     /// The subprotocol agreed in the handshake, if any.
-    pub fn subprotocol(&self) -> Option<&str> {
-        self.subprotocol.as_deref()
+    pub fn subprotocol(&self) -> Option<String> {
+        self.subprotocol.borrow().clone()
+    }
+
+    pub(crate) fn set_connecting(&self, connecting: bool) {
+        self.connecting.set(connecting);
+        if !connecting {
+            self.run_deferred();
+        }
+    }
+
+    pub(crate) fn configure(&self, config: Config, subprotocol: Option<String>) {
+        let role = self.protocol.borrow().role();
+        let mask_source: Box<dyn FnMut() -> [u8; 4]> = match role {
+            Role::Server => Box::new(|| [0; 4]),
+            Role::Client => Box::new(MaskSource::new().into_fn()),
+        };
+        *self.protocol.borrow_mut() = Protocol::new(role, config, mask_source);
+        *self.subprotocol.borrow_mut() = subprotocol;
+    }
+
+    pub(crate) fn set_client_loop(&self, lp: crate::uv::Loop) {
+        self.client_loop.set(Some(lp));
+    }
+
+    pub(crate) fn set_owner(&self, owner: Rc<dyn std::any::Any>) {
+        *self.owner.borrow_mut() = Some(owner);
+    }
+
+    pub(crate) fn release_owner(&self) {
+        let owner = self.owner.borrow_mut().take();
+        drop(owner);
+    }
+
+    pub(crate) fn fire_connect(&self) {
+        self.guard("connect", || self.connect.emit(|f| f(self)));
     }
 
     /// True if permessage-deflate is in use.
@@ -190,7 +239,7 @@ impl WebSocket {
     /// Sends a whole message (compressed when negotiated). Returns true while below the
     /// high-water mark; false means "pause until `drain`".
     pub fn send(&self, data: &[u8], kind: MessageKind) -> Result<bool, WsSendError> {
-        if self.busy.get() {
+        if self.busy.get() || self.connecting.get() {
             self.deferred
                 .borrow_mut()
                 .push(Deferred::Message(kind, data.to_vec()));
@@ -218,7 +267,7 @@ impl WebSocket {
         first: bool,
         fin: bool,
     ) -> Result<bool, WsSendError> {
-        if self.busy.get() {
+        if self.busy.get() || self.connecting.get() {
             self.deferred
                 .borrow_mut()
                 .push(Deferred::Fragment(kind, data.to_vec(), first, fin));
@@ -229,7 +278,7 @@ impl WebSocket {
 
     /// Sends a ping (payload at most 125 bytes).
     pub fn ping(&self, data: &[u8]) -> Result<bool, WsSendError> {
-        if self.busy.get() {
+        if self.busy.get() || self.connecting.get() {
             self.deferred
                 .borrow_mut()
                 .push(Deferred::Ping(data.to_vec()));
@@ -240,7 +289,7 @@ impl WebSocket {
 
     /// Sends an unsolicited pong.
     pub fn pong(&self, data: &[u8]) -> Result<bool, WsSendError> {
-        if self.busy.get() {
+        if self.busy.get() || self.connecting.get() {
             self.deferred
                 .borrow_mut()
                 .push(Deferred::Pong(data.to_vec()));
@@ -252,7 +301,7 @@ impl WebSocket {
     /// Starts the closing handshake with `code` and `reason`; the TCP connection closes once
     /// the peer answers (server side first), or after a timeout.
     pub fn shutdown(&self, code: u16, reason: &str) -> Result<(), WsSendError> {
-        if self.busy.get() {
+        if self.busy.get() || self.connecting.get() {
             self.deferred
                 .borrow_mut()
                 .push(Deferred::Close(code, reason.to_string()));
@@ -266,7 +315,7 @@ impl WebSocket {
     fn now(&self) -> u64 {
         match self.transport.borrow().as_ref() {
             Some(Transport::Server(c)) => c.now(),
-            _ => crate::uv::default_loop().now(),
+            _ => self.client_loop.get().map(|l| l.now()).unwrap_or(0),
         }
     }
 
@@ -346,6 +395,9 @@ impl WebSocket {
     }
 
     fn run_deferred(&self) {
+        if self.connecting.get() || self.busy.get() {
+            return;
+        }
         loop {
             let batch = std::mem::take(&mut *self.deferred.borrow_mut());
             if batch.is_empty() {
