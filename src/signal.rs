@@ -36,13 +36,15 @@ struct Slots<F: ?Sized> {
 
 /// A signal whose slots have the closure type `F`, e.g. `Signal<dyn FnMut(&[u8])>`.
 pub struct Signal<F: ?Sized> {
-    slots: Rc<Slots<F>>,
+    /// Replaced (not mutated) by [`Signal::renew`], which is how a pooled owner cuts off
+    /// clones handed out to a previous user.
+    slots: RefCell<Rc<Slots<F>>>,
 }
 
 impl<F: ?Sized> Clone for Signal<F> {
     fn clone(&self) -> Self {
         Signal {
-            slots: self.slots.clone(),
+            slots: RefCell::new(self.shared()),
         }
     }
 }
@@ -63,20 +65,40 @@ impl<F: ?Sized> Signal<F> {
     /// A signal with no slots.
     pub fn new() -> Self {
         Signal {
-            slots: Rc::new(Slots {
-                entries: RefCell::new(Vec::new()),
-                next_id: Cell::new(1),
-                emitting: Cell::new(0),
-                dirty: Cell::new(false),
-            }),
+            slots: RefCell::new(Self::fresh_slots()),
+        }
+    }
+
+    fn fresh_slots() -> Rc<Slots<F>> {
+        Rc::new(Slots {
+            entries: RefCell::new(Vec::new()),
+            next_id: Cell::new(1),
+            emitting: Cell::new(0),
+            dirty: Cell::new(false),
+        })
+    }
+
+    fn shared(&self) -> Rc<Slots<F>> {
+        self.slots.borrow().clone()
+    }
+
+    /// Detaches every slot and, if clones of this signal exist, disconnects them: later
+    /// attaches through an old clone no longer reach this signal. Used when a pooled object is
+    /// handed to its next user.
+    pub fn renew(&self) {
+        if Rc::strong_count(&self.slots.borrow()) > 1 {
+            *self.slots.borrow_mut() = Self::fresh_slots();
+        } else {
+            self.clear();
         }
     }
 
     /// Attaches an already boxed slot. Prefer `attach` / `+=`, which box for you.
     pub fn attach_boxed(&self, slot: Box<F>) -> SlotId {
-        let id = SlotId(self.slots.next_id.get());
-        self.slots.next_id.set(id.0 + 1);
-        self.slots.entries.borrow_mut().push(Entry {
+        let slots = self.shared();
+        let id = SlotId(slots.next_id.get());
+        slots.next_id.set(id.0 + 1);
+        slots.entries.borrow_mut().push(Entry {
             id,
             slot: Rc::new(RefCell::new(slot)),
             alive: Cell::new(true),
@@ -88,32 +110,34 @@ impl<F: ?Sized> Signal<F> {
     /// call from inside any slot, including the one being detached.
     pub fn detach(&self, id: SlotId) -> bool {
         let mut found = false;
+        let slots = self.shared();
         {
-            let entries = self.slots.entries.borrow();
+            let entries = slots.entries.borrow();
             if let Some(e) = entries.iter().find(|e| e.id == id && e.alive.get()) {
                 e.alive.set(false);
                 found = true;
             }
         }
         if found {
-            self.slots.dirty.set(true);
-            self.compact_if_idle();
+            slots.dirty.set(true);
+            Self::compact_if_idle(&slots);
         }
         found
     }
 
     /// Detaches every slot.
     pub fn clear(&self) {
-        for e in self.slots.entries.borrow().iter() {
+        let slots = self.shared();
+        for e in slots.entries.borrow().iter() {
             e.alive.set(false);
         }
-        self.slots.dirty.set(true);
-        self.compact_if_idle();
+        slots.dirty.set(true);
+        Self::compact_if_idle(&slots);
     }
 
     /// Number of attached slots.
     pub fn len(&self) -> usize {
-        self.slots
+        self.shared()
             .entries
             .borrow()
             .iter()
@@ -123,7 +147,7 @@ impl<F: ?Sized> Signal<F> {
 
     /// True when another handle (a clone) shares these slots.
     pub fn is_shared(&self) -> bool {
-        Rc::strong_count(&self.slots) > 1
+        Rc::strong_count(&self.slots.borrow()) > 1
     }
 
     /// True when no slot is attached.
@@ -134,7 +158,7 @@ impl<F: ?Sized> Signal<F> {
     /// Calls `call` with each slot, in the order they were attached. `call` receives the slot
     /// and invokes it, e.g. `signal.emit(|slot| slot(conn, data))`. Returns how many slots ran.
     pub fn emit(&self, mut call: impl FnMut(&mut F)) -> usize {
-        let slots = &self.slots;
+        let slots = &self.shared();
         // Slots attached during this emission are left for the next one.
         let end = slots.entries.borrow().len();
         if end == 0 {
@@ -142,15 +166,15 @@ impl<F: ?Sized> Signal<F> {
         }
         slots.emitting.set(slots.emitting.get() + 1);
         // Restores the depth even if a slot panics, so the signal stays usable afterwards.
-        struct Depth<'a, F: ?Sized>(&'a Signal<F>);
+        struct Depth<'a, F: ?Sized>(&'a Rc<Slots<F>>);
         impl<F: ?Sized> Drop for Depth<'_, F> {
             fn drop(&mut self) {
-                let s = &self.0.slots;
+                let s = self.0;
                 s.emitting.set(s.emitting.get() - 1);
-                self.0.compact_if_idle();
+                Signal::compact_if_idle(s);
             }
         }
-        let _depth = Depth(self);
+        let _depth = Depth(slots);
         let mut ran = 0;
         for i in 0..end {
             let slot = {
@@ -170,8 +194,7 @@ impl<F: ?Sized> Signal<F> {
         ran
     }
 
-    fn compact_if_idle(&self) {
-        let s = &self.slots;
+    fn compact_if_idle(s: &Rc<Slots<F>>) {
         if s.emitting.get() == 0 && s.dirty.replace(false) {
             // Take the dead entries out first and drop them after the borrow ends: dropping a
             // slot may drop captured values whose own Drop touches this signal.

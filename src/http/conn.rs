@@ -486,6 +486,9 @@ impl ConnCore {
             }
         }
         drop(own_ptr);
+        // If the response is already done and out of the pipeline, this is the last reference:
+        // back to the pool rather than freed (no allocation per request).
+        self.server.recycle_exchange(ex);
     }
 
     /// Runs application code for `ex`; a panic becomes a 500 (or a cut connection) for this
@@ -552,6 +555,7 @@ impl ConnCore {
         if let Some(ex) = ex {
             ex.set_trailers(self.body.borrow().trailers());
             self.complete_request(&ex);
+            self.server.recycle_exchange(ex);
         }
     }
 

@@ -12,6 +12,8 @@ mod date;
 pub mod decode;
 mod encode;
 pub mod headers;
+#[doc(hidden)]
+pub mod in_memory;
 pub mod method;
 mod options;
 mod remote;
@@ -27,7 +29,7 @@ pub mod url;
 
 pub use adapter::{ConnectionAdapter, UpgradedConnection};
 pub use body::{BodyDecoder, BodyLimits, Step};
-pub use client::{ClientConnection, ClientError, RequestRef};
+pub use client::{ClientConnection, ClientError, RequestRef, UpgradedSocket};
 pub use date::format_imf_fixdate;
 pub use decode::{BodyKind, HeadLimits, HeadParser, HttpError};
 pub use headers::Headers;

@@ -254,6 +254,13 @@ impl Server {
         self.shared.tls.borrow().is_some()
     }
 
+    /// A connection over `socket` that is not registered with the listener (benchmarks,
+    /// allocation tests: see [`super::in_memory`]).
+    pub(crate) fn new_detached_connection(&self, socket: Rc<dyn Socket>) -> Rc<ConnCore> {
+        let config = self.shared.config.borrow().clone();
+        ConnCore::new(self.shared.clone(), config, socket)
+    }
+
     /// The loop this server runs on.
     pub fn event_loop(&self) -> Loop {
         self.shared.lp
@@ -447,15 +454,13 @@ impl ServerShared {
     }
 
     /// Puts an exchange back for reuse if nobody else holds it; otherwise lets it go.
-    pub(crate) fn recycle_exchange(&self, mut ex: Rc<ServerConnection>) {
-        if ex.has_app_refs() {
+    pub(crate) fn recycle_exchange(&self, ex: Rc<ServerConnection>) {
+        // Only the last strong reference may recycle (the object's own `Weak` to itself, used
+        // by `defer()`, does not count), and never while the application holds a handle.
+        if ex.has_app_refs() || Rc::strong_count(&ex) != 1 {
             return;
         }
-        if let Some(inner) = Rc::get_mut(&mut ex) {
-            inner.reset();
-        } else {
-            return;
-        }
+        ex.reset();
         let mut pool = self.exchange_pool.borrow_mut();
         if pool.len() < EXCHANGE_POOL_MAX {
             pool.push(ex);

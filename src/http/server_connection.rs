@@ -292,40 +292,38 @@ impl ServerConnection {
 
     /// Makes a pooled object ready for its next request. Subscriptions of the previous user are
     /// dropped, and a signal someone kept a clone of is replaced, so nothing leaks across.
-    pub(crate) fn reset(&mut self) {
-        fn fresh<F: ?Sized>(s: &mut Signal<F>) {
-            if s.is_shared() {
-                *s = Signal::new();
-            } else {
-                s.clear();
+    pub(crate) fn reset(&self) {
+        *self.core.borrow_mut() = Weak::new();
+        self.request.borrow_mut().clear();
+        self.trailers.borrow_mut().clear();
+        self.response.borrow_mut().reset();
+        {
+            let mut out = self.output.borrow_mut();
+            let buffered = out.buffered.take();
+            *out = Output::default();
+            if let Some(q) = buffered {
+                pool::give_queue(q);
             }
         }
-        *self.core.get_mut() = Weak::new();
-        self.request.get_mut().clear();
-        self.trailers.get_mut().clear();
-        self.response.get_mut().reset();
-        let out = self.output.get_mut();
-        out.framing = None;
-        out.sent = 0;
-        if let Some(q) = out.buffered.take() {
-            pool::give_queue(q);
-        }
-        out.buffered_bytes = 0;
-        *self.responder.get_mut() = None;
-        *self.adapter.get_mut() = None;
+        *self.responder.borrow_mut() = None;
+        *self.adapter.borrow_mut() = None;
         self.app_refs.set(0);
-        self.is_head.set(false);
-        self.headers_sent.set(false);
-        self.complete.set(false);
-        self.request_complete.set(false);
-        self.close_after.set(false);
-        self.close_fired.set(false);
-        self.continue_sent.set(false);
-        self.responding.set(false);
-        fresh(&mut self.payload);
-        fresh(&mut self.request_complete_signal);
-        fresh(&mut self.close);
-        fresh(&mut self.drain);
+        for flag in [
+            &self.is_head,
+            &self.headers_sent,
+            &self.complete,
+            &self.request_complete,
+            &self.close_after,
+            &self.close_fired,
+            &self.continue_sent,
+            &self.responding,
+        ] {
+            flag.set(false);
+        }
+        self.payload.renew();
+        self.request_complete_signal.renew();
+        self.close.renew();
+        self.drain.renew();
     }
 
     // ---- accessors ----------------------------------------------------------------------

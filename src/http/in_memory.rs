@@ -1,0 +1,127 @@
+//! A server connection over an in-memory socket: for microbenchmarks and allocation tests of
+//! the request path, without the kernel in the measurement.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::{Rc, Weak};
+
+use super::conn::ConnCore;
+use super::server::Server;
+use crate::net::{Socket, SocketHandler};
+use crate::uv::{OwnedBuf, UvError};
+
+/// A socket whose "kernel" is a byte counter (or a buffer, when capture is on).
+struct MemorySocket {
+    handler: RefCell<Option<Weak<dyn SocketHandler>>>,
+    written: Cell<u64>,
+    captured: RefCell<Vec<u8>>,
+    capture: Cell<bool>,
+    closing: Cell<bool>,
+}
+
+impl Socket for MemorySocket {
+    fn set_handler(&self, handler: Weak<dyn SocketHandler>) {
+        *self.handler.borrow_mut() = Some(handler);
+    }
+    fn resume_reading(&self) {}
+    fn pause_reading(&self) {}
+    fn write(&self, data: &[u8]) {
+        self.written.set(self.written.get() + data.len() as u64);
+        if self.capture.get() {
+            self.captured.borrow_mut().extend_from_slice(data);
+        }
+    }
+    fn write_owned(&self, buf: OwnedBuf) {
+        self.write(buf.as_slice());
+        crate::net::pool::give_owned(buf);
+    }
+    fn cork(&self) {}
+    fn uncork(&self) -> Result<(), UvError> {
+        Ok(())
+    }
+    fn queued_bytes(&self) -> usize {
+        0
+    }
+    fn write_progress(&self) -> u64 {
+        self.written.get()
+    }
+    fn take_drain_owed(&self) -> bool {
+        false
+    }
+    fn set_high_water_mark(&self, _bytes: usize) {}
+    fn is_over_high_water(&self) -> bool {
+        false
+    }
+    fn close_after_flush(&self) {
+        self.closing.set(true);
+    }
+    fn close(&self) {
+        self.closing.set(true);
+    }
+    fn abort(&self) {
+        self.closing.set(true);
+    }
+    fn is_closing(&self) -> bool {
+        self.closing.get()
+    }
+    fn is_shut_down(&self) -> bool {
+        self.closing.get()
+    }
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        None
+    }
+    fn local_addr(&self) -> Option<SocketAddr> {
+        None
+    }
+}
+
+/// One server connection whose socket is memory: [`InMemoryConnection::feed`] delivers bytes
+/// as if read from the network; responses are counted (or captured).
+///
+/// The server's `connection` signal and factory handle the requests exactly as for a real
+/// connection; the server does not need to be started (nothing listens).
+pub struct InMemoryConnection {
+    core: Rc<ConnCore>,
+    socket: Rc<MemorySocket>,
+}
+
+impl InMemoryConnection {
+    /// A connection of `server` (its handlers, options and pools).
+    pub fn new(server: &Server) -> InMemoryConnection {
+        let socket = Rc::new(MemorySocket {
+            handler: RefCell::new(None),
+            written: Cell::new(0),
+            captured: RefCell::new(Vec::new()),
+            capture: Cell::new(false),
+            closing: Cell::new(false),
+        });
+        let sock: Rc<dyn Socket> = socket.clone();
+        let core = server.new_detached_connection(sock);
+        InMemoryConnection { core, socket }
+    }
+
+    /// Keeps a copy of everything written (off by default: benchmarks only count).
+    pub fn capture_output(&self, on: bool) {
+        self.socket.capture.set(on);
+    }
+
+    /// Delivers `bytes` as one read.
+    pub fn feed(&self, bytes: &[u8]) {
+        self.core.on_data(bytes);
+    }
+
+    /// Bytes written so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.socket.written.get()
+    }
+
+    /// Takes the captured output.
+    pub fn take_output(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.socket.captured.borrow_mut())
+    }
+
+    /// True once the connection decided to close.
+    pub fn is_closing(&self) -> bool {
+        self.socket.closing.get()
+    }
+}
