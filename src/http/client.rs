@@ -22,7 +22,15 @@
 //! ends: with the error that ended it, or `None` after [`ClientConnection::close`]).
 //!
 //! Errors are never turned into a fake HTTP status: a failure before the response is complete
-//! is reported once, through `close`, and `headers` / `complete` do not fire for it.
+//! is reported once, through `close`, and `headers` / `complete` do not fire for it. A failure
+//! that happens inside a call (a connection that cannot even be started) is also returned by
+//! that call, after `close` fired. Calls refused for the request's state
+//! ([`ClientError::Busy`], [`ClientError::Usage`], [`ClientError::InvalidRequest`]) only
+//! return the error and leave the connection as it was.
+//!
+//! An idle kept-alive connection keeps the loop running (it waits for the next request):
+//! call [`ClientConnection::close`] when done, e.g. from the `complete` slot. Dropping the
+//! last `Rc` closes everything silently.
 
 use std::cell::{Cell, Ref, RefCell};
 use std::collections::VecDeque;
@@ -119,7 +127,7 @@ pub enum ClientError {
     ConnectionClosed {
         /// `host:port`.
         target: String,
-        /// Where in the response the connection ended.
+        /// Where in the response the connection ended, e.g. "before sending a response".
         detail: &'static str,
     },
     /// The server's answer is not a valid HTTP/1.x response.
@@ -175,10 +183,9 @@ impl fmt::Display for ClientError {
                 timeout.as_millis()
             ),
             ClientError::Io(e) => e.fmt(f),
-            ClientError::ConnectionClosed { target, detail } => write!(
-                f,
-                "{target} closed the connection before the response was complete ({detail})"
-            ),
+            ClientError::ConnectionClosed { target, detail } => {
+                write!(f, "{target} closed the connection {detail}")
+            }
             ClientError::InvalidResponse { target, reason } => {
                 write!(f, "invalid response from {target}: {reason}")
             }
@@ -269,6 +276,16 @@ impl SocketHandler for Link {
     }
 }
 
+/// A connection handed over after `101 Switching Protocols` (see
+/// [`ClientConnection::take_upgraded`]).
+pub struct UpgradedSocket {
+    /// The connection, now speaking the new protocol; set its handler before returning to
+    /// the loop.
+    pub socket: Rc<dyn Socket>,
+    /// Bytes that arrived after the `101` head: the new protocol's first bytes.
+    pub buffered: Vec<u8>,
+}
+
 /// Lets request setters be chained as in icey: `conn.request().set_method("POST").set(..)`.
 /// Each call borrows the request only for its own duration.
 pub struct RequestRef<'a>(&'a RefCell<Request>);
@@ -347,6 +364,8 @@ pub struct ClientConnection {
     url: Url,
     /// `host:port` for messages.
     target: String,
+    /// The `Host` field value, computed once.
+    host_header: String,
     tls: RefCell<Option<TlsContext>>,
     connect_timeout: Cell<Duration>,
     read_timeout: Cell<Duration>,
@@ -369,7 +388,7 @@ pub struct ClientConnection {
     /// The current exchange runs on a connection an earlier exchange used.
     reused: Cell<bool>,
     /// A `101 Switching Protocols` connection waiting to be taken from the `complete` slot.
-    upgraded: RefCell<Option<(Rc<dyn Socket>, Vec<u8>)>>,
+    upgraded: RefCell<Option<UpgradedSocket>>,
 
     // The exchange.
     phase: Cell<Phase>,
@@ -439,6 +458,7 @@ impl ClientConnection {
         Ok(Rc::new_cyclic(|me| ClientConnection {
             me: me.clone(),
             lp,
+            host_header: url.host_header(),
             url,
             target,
             tls: RefCell::new(None),
@@ -642,7 +662,7 @@ impl ClientConnection {
     /// connection for the new protocol, with the bytes that already arrived after the
     /// response head. The caller sets the socket's handler. If no slot takes it, the
     /// connection is closed after `complete`.
-    pub fn take_upgraded(&self) -> Option<(Rc<dyn Socket>, Vec<u8>)> {
+    pub fn take_upgraded(&self) -> Option<UpgradedSocket> {
         self.upgraded.borrow_mut().take()
     }
 
@@ -677,7 +697,7 @@ impl ClientConnection {
             }
             let mut out = self.outbuf.borrow_mut();
             out.clear();
-            encode_request_head(&mut out, &req, &self.url, &body)?;
+            encode_request_head(&mut out, &req, &self.host_header, &body)?;
             if let OutBody::Sized(data) = body {
                 out.extend_from_slice(data);
             }
@@ -980,6 +1000,9 @@ impl ClientConnection {
         if timeout.is_zero() {
             return;
         }
+        // The loop's cached time may be stale when this runs outside a loop callback (a
+        // `send` before `run`); the deadline must count from now.
+        self.lp.update_time();
         let ms = u64::try_from(timeout.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
@@ -1082,30 +1105,57 @@ impl ClientConnection {
     fn on_head_data(&self, data: &[u8]) {
         // Taken out so that no borrow is held while slots run.
         let mut buf = std::mem::take(&mut *self.inbuf.borrow_mut());
-        buf.extend_from_slice(data);
+        let incomplete = if buf.is_empty() {
+            // The usual case, a head that arrives whole: parse it (and the body bytes after
+            // it) straight from the read buffer; only an incomplete head is copied.
+            let rest = self.process_heads(data);
+            if let Some(from) = rest {
+                buf.extend_from_slice(data.get(from..).unwrap_or_default());
+            }
+            rest.is_some()
+        } else {
+            buf.extend_from_slice(data);
+            let rest = self.process_heads(&buf);
+            if let Some(from) = rest {
+                buf.drain(..from);
+            }
+            rest.is_some()
+        };
+        if !incomplete {
+            buf.clear();
+        }
+        // A slot may have started a new exchange meanwhile, which found `inbuf` empty; put
+        // the buffer (and its capacity) back unless that exchange already has data in it.
+        let mut slot = self.inbuf.borrow_mut();
+        if slot.is_empty() {
+            *slot = buf;
+        }
+    }
+
+    /// Parses response heads from `input` (which starts at a head) and hands what follows the
+    /// final head to the body decoder. Returns `Some(offset)` when the head at `offset` is
+    /// still incomplete, `None` when this exchange is done with `input` (head parsed, or
+    /// failed, or ended by a slot).
+    fn process_heads(&self, input: &[u8]) -> Option<usize> {
         let mut start = 0;
         loop {
             let parsed = {
                 let mut head = self.response.borrow_mut();
                 self.head_parser.borrow_mut().parse_response(
-                    buf.get(start..).unwrap_or_default(),
+                    input.get(start..).unwrap_or_default(),
                     &RESPONSE_HEAD_LIMITS,
                     self.method.get(),
                     &mut head,
                 )
             };
             match parsed {
-                Ok(None) => {
-                    buf.drain(..start);
-                    *self.inbuf.borrow_mut() = buf;
-                    return;
-                }
+                Ok(None) => return Some(start),
                 Err(e) => {
                     self.fail(ClientError::InvalidResponse {
                         target: self.target.clone(),
                         reason: e.reason,
                     });
-                    return;
+                    return None;
                 }
                 Ok(Some((head_len, kind))) => {
                     start += head_len;
@@ -1122,14 +1172,9 @@ impl ClientConnection {
                         self.headers.emit(|f| f(self, &head));
                     }
                     if self.exchange.get() == exchange && !self.closed.get() {
-                        self.on_body_data(buf.get(start..).unwrap_or_default());
+                        self.on_body_data(input.get(start..).unwrap_or_default());
                     }
-                    buf.clear();
-                    let mut slot = self.inbuf.borrow_mut();
-                    if slot.capacity() == 0 {
-                        *slot = buf;
-                    }
-                    return;
+                    return None;
                 }
             }
         }
@@ -1200,7 +1245,10 @@ impl ClientConnection {
             let sock = self.socket.borrow_mut().take();
             self.link.borrow_mut().take();
             if let Some(sock) = sock {
-                *self.upgraded.borrow_mut() = Some((sock, leftover.to_vec()));
+                *self.upgraded.borrow_mut() = Some(UpgradedSocket {
+                    socket: sock,
+                    buffered: leftover.to_vec(),
+                });
             }
         } else if !reusable {
             if !leftover.is_empty() {
@@ -1216,8 +1264,9 @@ impl ClientConnection {
         release_outbuf(&mut self.outbuf.borrow_mut());
         self.retry_kept.set(false);
         self.complete.emit(|f| f(self));
-        if let Some((sock, _)) = self.upgraded.borrow_mut().take() {
-            sock.close();
+        let untaken = self.upgraded.borrow_mut().take();
+        if let Some(up) = untaken {
+            up.socket.close();
         }
     }
 
@@ -1229,9 +1278,9 @@ impl ClientConnection {
             Phase::Head => {
                 if !self.try_resend() {
                     let detail = if self.response_started.get() {
-                        "inside the response head"
+                        "in the middle of the response head"
                     } else {
-                        "no response"
+                        "before sending a response"
                     };
                     self.fail(ClientError::ConnectionClosed {
                         target: self.target.clone(),
@@ -1246,10 +1295,19 @@ impl ClientConnection {
                         self.drop_socket();
                         self.finish_response(&[]);
                     }
-                    Err(e) => self.fail(ClientError::ConnectionClosed {
-                        target: self.target.clone(),
-                        detail: e.reason,
-                    }),
+                    Err(e) => {
+                        let detail = match self.body.borrow().kind() {
+                            BodyKind::Length(_) => {
+                                "before the end of the body (Content-Length not reached)"
+                            }
+                            BodyKind::Chunked => "before the end of the chunked body",
+                            _ => e.reason,
+                        };
+                        self.fail(ClientError::ConnectionClosed {
+                            target: self.target.clone(),
+                            detail,
+                        })
+                    }
                 }
             }
         }
@@ -1265,7 +1323,7 @@ impl ClientConnection {
                 Some(e) => self.fail(ClientError::Io(e)),
                 None => self.fail(ClientError::ConnectionClosed {
                     target: self.target.clone(),
-                    detail: "connection closed",
+                    detail: "before the response was complete",
                 }),
             },
         }
@@ -1328,8 +1386,9 @@ impl ClientConnection {
             tcp.close();
         }
         self.drop_socket();
-        if let Some((sock, _)) = self.upgraded.borrow_mut().take() {
-            sock.close();
+        let untaken = self.upgraded.borrow_mut().take();
+        if let Some(up) = untaken {
+            up.socket.close();
         }
         self.timer_mode.set(TimerMode::Off);
         // Dropping the timer closes its handle.
@@ -1372,7 +1431,7 @@ fn is_idempotent(method: Method) -> bool {
 fn encode_request_head(
     out: &mut Vec<u8>,
     req: &Request,
-    url: &Url,
+    host_header: &str,
     body: &OutBody<'_>,
 ) -> Result<(), ClientError> {
     let method = req.method_str();
@@ -1397,7 +1456,7 @@ fn encode_request_head(
     let headers = req.headers();
     if !headers.contains("host") {
         out.extend_from_slice(b"Host: ");
-        out.extend_from_slice(url.host_header().as_bytes());
+        out.extend_from_slice(host_header.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     if !headers.contains("user-agent") {
@@ -1450,7 +1509,8 @@ mod tests {
 
     fn head_of(req: &Request, url: &str, body: OutBody<'_>) -> Result<String, ClientError> {
         let mut out = Vec::new();
-        encode_request_head(&mut out, req, &Url::parse(url).unwrap(), &body)?;
+        let host = Url::parse(url).unwrap().host_header();
+        encode_request_head(&mut out, req, &host, &body)?;
         Ok(String::from_utf8(out).unwrap())
     }
 
@@ -1558,11 +1618,11 @@ mod tests {
         assert!(e.is_timeout());
         let e = ClientError::ConnectionClosed {
             target: "h:1".into(),
-            detail: "no response",
+            detail: "before sending a response",
         };
         assert_eq!(
             e.to_string(),
-            "h:1 closed the connection before the response was complete (no response)"
+            "h:1 closed the connection before sending a response"
         );
     }
 }

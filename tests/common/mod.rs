@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use uvhttp::http::Server;
+use uvhttp::http::{Server, ServerConnectionPtr};
 use uvhttp::uv::{self, Async, OwnedLoop, Remote};
 
 thread_local! {
@@ -245,6 +245,11 @@ impl Client {
         line.trim_end_matches(['\r', '\n']).to_string()
     }
 
+    /// Reads one response, interim (1xx) ones included.
+    pub fn read_any(&mut self, head_request: bool) -> Reply {
+        self.read_one(head_request)
+    }
+
     fn read_one(&mut self, head_request: bool) -> Reply {
         let status_line = self.read_line();
         let mut parts = status_line.splitn(3, ' ');
@@ -310,10 +315,85 @@ impl Client {
         reply
     }
 
-    /// True if the server closed the connection (EOF) within the read timeout.
+    /// True if the server closed the connection (EOF or reset) within the read timeout; false
+    /// if data arrived or the read timed out (a timeout is not a close).
     pub fn is_closed_by_server(&mut self) -> bool {
         let mut buf = [0u8; 1];
-        matches!(self.reader.read(&mut buf), Ok(0) | Err(_))
+        match self.reader.read(&mut buf) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
+    }
+
+    /// Asserts that the server closed the connection cleanly: the next read sees EOF (FIN, not
+    /// a reset, not more data, not a timeout) within the read timeout.
+    pub fn expect_clean_close(&mut self) {
+        let mut buf = [0u8; 64];
+        match self.reader.read(&mut buf) {
+            Ok(0) => {}
+            Ok(n) => panic!(
+                "expected the server to close, got {n} more bytes: {:?}",
+                String::from_utf8_lossy(&buf[..n])
+            ),
+            Err(e) => panic!("expected a clean close (EOF), got {e} ({:?})", e.kind()),
+        }
+    }
+
+    /// Asserts that the connection is still open: nothing arrives and no EOF within `quiet`.
+    pub fn expect_open_for(&mut self, quiet: Duration) {
+        let old = self.reader.get_ref().read_timeout().unwrap();
+        self.reader.get_ref().set_read_timeout(Some(quiet)).unwrap();
+        let mut buf = [0u8; 64];
+        let r = self.reader.read(&mut buf);
+        self.reader.get_ref().set_read_timeout(old).unwrap();
+        match r {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Ok(0) => panic!("the server closed a connection that should stay open"),
+            Ok(n) => panic!(
+                "unexpected {n} bytes: {:?}",
+                String::from_utf8_lossy(&buf[..n])
+            ),
+            Err(e) => panic!("connection failed while it should stay open: {e}"),
+        }
+    }
+
+    /// Sets how long a read may block before the test fails.
+    pub fn set_read_timeout(&mut self, t: Duration) {
+        self.reader.get_ref().set_read_timeout(Some(t)).unwrap();
+    }
+
+    /// Reads a raw response head (through the blank line), without interpreting it.
+    pub fn read_head_raw(&mut self) -> String {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            let n = self.reader.read_line(&mut line).expect("read head line");
+            assert!(n > 0, "connection closed inside a response head: {head:?}");
+            head.push_str(&line);
+            if line == "\r\n" {
+                return head;
+            }
+        }
+    }
+
+    /// Reads exactly `n` bytes.
+    pub fn read_exact_bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut v = vec![0; n];
+        self.reader.read_exact(&mut v).expect("read bytes");
+        v
+    }
+
+    /// Bytes already received and buffered by this client but not consumed yet.
+    pub fn buffered(&self) -> &[u8] {
+        self.reader.buffer()
     }
 
     /// Reads everything until the server closes.
@@ -357,9 +437,37 @@ impl log::Log for TestLogger {
         true
     }
     fn log(&self, r: &log::Record) {
-        eprintln!("[{}] {}", r.level(), r.args());
+        let line = format!("[{}] {}", r.level(), r.args());
+        eprintln!("{line}");
+        if r.level() <= log::Level::Warn {
+            CAPTURED_LOG.lock().unwrap().push(line);
+        }
     }
     fn flush(&self) {}
+}
+
+/// Warnings and errors logged so far by every server in this test binary.
+static CAPTURED_LOG: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Waits (bounded) until a warning or error containing `needle` has been logged, and returns
+/// that line. Tests in one binary run in parallel: make `needle` specific (a unique path).
+pub fn wait_for_log(needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(line) = CAPTURED_LOG
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains(needle))
+        {
+            return line.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing containing {needle:?} was logged"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 /// Logs to stderr (shown for failing tests) at the level in `UVHTTP_LOG` (default warn).
@@ -372,5 +480,149 @@ pub fn init_logging() {
     };
     if log::set_logger(&TestLogger).is_ok() {
         log::set_max_level(level);
+    }
+}
+
+/// Asserts that a fresh client gets `200 Hello, World!` from `GET /`: the server still serves
+/// after whatever the test did to it. Works with [`hello_server`] and [`sample_server`].
+pub fn assert_still_serves(addr: SocketAddr) {
+    let r = request(addr, &get("/"));
+    assert_eq!(r.status, 200, "server no longer serves: {r:?}");
+    assert_eq!(r.body_str(), "Hello, World!");
+}
+
+/// Polls `cond` every few milliseconds until it holds; fails after `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A deterministic, non-repeating-looking test body of `n` bytes.
+pub fn pattern(n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i.wrapping_mul(31) ^ (i >> 8).wrapping_mul(7)) as u8)
+        .collect()
+}
+
+/// `body` as a chunked request body, cut into chunks of `chunk` bytes (last chunk and an
+/// empty trailer section included).
+pub fn chunked(body: &[u8], chunk: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + body.len() / chunk.max(1) * 8 + 8);
+    for piece in body.chunks(chunk.max(1)) {
+        out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        out.extend_from_slice(piece);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+/// The sample server (examples/httpechoserver.rs) on the test's loop.
+pub fn sample_server() -> TestServer {
+    TestServer::start(|srv| {
+        srv.connection += |conn: ServerConnectionPtr| sample::route(&conn);
+    })
+}
+
+/// The request handler of examples/httpechoserver.rs, copied verbatim (the example is a binary,
+/// so its functions cannot be imported). Keep the two in sync; tests/sample.rs runs the binary
+/// itself against the same expectations.
+pub mod sample {
+    use uvhttp::http::{Method, ServerConnection, StatusCode};
+
+    /// 64 KiB of filler, sliced for `/big` so large bodies go out without per-request copies.
+    static BLOCK: [u8; 65536] = [b'x'; 65536];
+
+    pub fn route(conn: &ServerConnection) {
+        let (method, path) = {
+            let req = conn.request();
+            (req.method(), req.path().to_string())
+        };
+        match (method, path.as_str()) {
+            (Method::Get | Method::Head, "/") => {
+                let _ = conn.respond(StatusCode::OK, "text/plain", b"Hello, World!");
+            }
+            (Method::Post | Method::Put, "/echo") => echo(conn),
+            (Method::Get | Method::Head, "/big") => big(conn),
+            (Method::Get | Method::Head, p) if p.starts_with("/status/") => status(conn, &p[8..]),
+            _ => {
+                let _ = conn.respond(StatusCode::NOT_FOUND, "text/plain", b"Not Found\n");
+            }
+        }
+    }
+
+    /// Streams the body back chunk by chunk as it arrives: no buffering of the whole body.
+    pub fn echo(conn: &ServerConnection) {
+        let (length, content_type) = {
+            let req = conn.request();
+            (
+                req.content_length(),
+                req.header("content-type")
+                    .unwrap_or("application/octet-stream")
+                    .to_string(),
+            )
+        };
+        let resp = conn.response();
+        resp.set_status(StatusCode::OK)
+            .set_content_type(&content_type);
+        match length {
+            Some(n) => {
+                resp.set_content_length(n);
+            }
+            None => {
+                resp.set_chunked_transfer_encoding(true);
+            }
+        }
+        if conn.send_header().is_err() {
+            return;
+        }
+        conn.payload.attach(|conn, chunk| {
+            let _ = conn.send(chunk);
+        });
+        conn.request_complete_signal.attach(|conn| {
+            let _ = conn.complete();
+        });
+    }
+
+    fn big(conn: &ServerConnection) {
+        let bytes: u64 = conn
+            .request()
+            .query_param("bytes")
+            .and_then(|b| b.parse().ok())
+            .unwrap_or(0);
+        let resp = conn.response();
+        resp.set_status(StatusCode::OK)
+            .set_content_type("application/octet-stream")
+            .set_content_length(bytes);
+        if conn.send_header().is_err() {
+            return;
+        }
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(BLOCK.len() as u64) as usize;
+            let slice: &'static [u8] = &BLOCK[..n];
+            if conn.send_owned(slice).is_err() {
+                return;
+            }
+            left -= n as u64;
+        }
+    }
+
+    fn status(conn: &ServerConnection, code: &str) {
+        match code.parse::<u16>().ok().and_then(StatusCode::from_u16) {
+            Some(s) if s.as_u16() >= 200 => {
+                let _ = conn.respond(s, "", b"");
+            }
+            _ => {
+                let _ = conn.respond(
+                    StatusCode::BAD_REQUEST,
+                    "text/plain",
+                    b"status must be a number from 200 to 999\n",
+                );
+            }
+        }
     }
 }

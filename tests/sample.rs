@@ -1,0 +1,194 @@
+//! The sample server binary (examples/httpechoserver.rs) as a user runs it: started on a free
+//! port, every route exercised over real sockets, then stopped with SIGTERM (exit code 0,
+//! which the sample only returns after a clean `uv_loop_close`).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// target/<profile>/examples/httpechoserver, found next to this test executable
+/// (target/<profile>/deps/sample-*). `cargo test` builds the examples before running tests.
+fn sample_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>");
+    let bin = profile_dir
+        .join("examples")
+        .join(format!("httpechoserver{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} does not exist: run `cargo test` (which builds the examples) or `cargo build --examples`",
+        bin.display()
+    );
+    bin
+}
+
+/// The running sample, killed if the test fails half-way.
+struct Sample {
+    child: Option<Child>,
+    addr: SocketAddr,
+}
+
+impl Sample {
+    fn start() -> Sample {
+        let mut child = Command::new(sample_binary())
+            .args(["--port", "0", "--host", "127.0.0.1"])
+            .env_remove("UVHTTP_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the sample server");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the sample did not print its address");
+            }
+        };
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse::<SocketAddr>()
+            .expect("address");
+        assert_eq!(addr.ip().to_string(), "127.0.0.1");
+        assert_ne!(addr.port(), 0, "the real port is printed, not 0");
+        Sample {
+            child: Some(child),
+            addr,
+        }
+    }
+
+    /// Sends `signal` with kill(1) and waits (bounded) for the exit; returns the exit code and
+    /// what the sample wrote to stderr.
+    fn signal_and_wait(&mut self, signal: &str) -> (Option<i32>, String) {
+        let mut child = self.child.take().unwrap();
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} failed");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let exit = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the sample did not exit after {signal}");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let mut stderr = String::new();
+        let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+        (exit.code(), stderr)
+    }
+}
+
+impl Drop for Sample {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn sample_binary_serves_every_route_and_stops_on_sigterm() {
+    let mut sample = Sample::start();
+    let mut c = Client::connect(sample.addr);
+
+    let r = c.request(&get("/"));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body_str(), "Hello, World!");
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+
+    let body = pattern(100_000);
+    let mut raw = format!(
+        "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-test\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(&body);
+    let r = c.request(&raw);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/x-test"));
+    assert!(r.body == body, "echo differs");
+
+    let r = c.request(&get("/big?bytes=100000"));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some("100000"));
+    assert_eq!(r.body.len(), 100_000);
+    assert!(r.body.iter().all(|&b| b == b'x'));
+
+    let r = c.request(&get("/status/204"));
+    assert_eq!(r.status, 204);
+    assert!(r.body.is_empty());
+    assert!(r.header("content-length").is_none());
+
+    let r = c.request(&get("/status/404"));
+    assert_eq!(r.status, 404);
+    assert!(r.body.is_empty());
+
+    let r = c.request(&get("/no/such/route"));
+    assert_eq!(r.status, 404);
+    assert_eq!(r.body_str(), "Not Found\n");
+    assert!(!r.closes(), "all on one keep-alive connection");
+
+    // SIGTERM with this idle keep-alive connection open: it is closed cleanly, then the
+    // process exits 0 (after uv_loop_close succeeded).
+    let waiter = std::thread::spawn(move || {
+        c.expect_clean_close();
+    });
+    let (code, stderr) = sample.signal_and_wait("-TERM");
+    waiter
+        .join()
+        .expect("the idle connection was closed cleanly");
+    assert_eq!(code, Some(0), "exit status; stderr: {stderr}");
+    assert!(stderr.contains("stopping"), "{stderr}");
+    assert!(
+        !stderr.contains("ERROR") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn sample_binary_stops_on_sigint_too() {
+    let mut sample = Sample::start();
+    assert_eq!(request(sample.addr, &get("/")).status, 200);
+    let (code, stderr) = sample.signal_and_wait("-INT");
+    assert_eq!(code, Some(0), "exit status; stderr: {stderr}");
+}
+
+#[test]
+fn sample_binary_reports_a_port_in_use() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = Command::new(sample_binary())
+        .args(["--port", &port.to_string(), "--host", "127.0.0.1"])
+        .output()
+        .expect("run the sample");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("port {port} is in use")),
+        "{stderr}"
+    );
+}
