@@ -86,7 +86,8 @@ impl<F: ?Sized> Signal<F> {
     /// attaches through an old clone no longer reach this signal. Used when a pooled object is
     /// handed to its next user.
     pub fn renew(&self) {
-        if Rc::strong_count(&self.slots.borrow()) > 1 {
+        let shared = Rc::strong_count(&self.slots.borrow()) > 1;
+        if shared {
             *self.slots.borrow_mut() = Self::fresh_slots();
         } else {
             self.clear();
@@ -128,6 +129,9 @@ impl<F: ?Sized> Signal<F> {
     /// Detaches every slot.
     pub fn clear(&self) {
         let slots = self.shared();
+        if slots.entries.borrow().is_empty() {
+            return;
+        }
         for e in slots.entries.borrow().iter() {
             e.alive.set(false);
         }
@@ -195,6 +199,9 @@ impl<F: ?Sized> Signal<F> {
     }
 
     fn compact_if_idle(s: &Rc<Slots<F>>) {
+        if !s.dirty.get() {
+            return;
+        }
         if s.emitting.get() == 0 && s.dirty.replace(false) {
             // Take the dead entries out first and drop them after the borrow ends: dropping a
             // slot may drop captured values whose own Drop touches this signal.

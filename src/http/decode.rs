@@ -269,10 +269,7 @@ impl HeadParser {
         let window = buf.len().min(limits.max_head_size);
         let mut i = self.scanned;
         while i < window {
-            let line_break = buf[i..window]
-                .iter()
-                .position(|&b| b == b'\r' || b == b'\n')
-                .map(|p| i + p);
+            let line_break = find_line_break(&buf[i..window]).map(|p| i + p);
             let Some(brk) = line_break else {
                 if self.start_line.is_none() {
                     self.start_line = Some(i);
@@ -386,7 +383,46 @@ fn parse_request_head(
         headers.append_value_bytes(field.name, field.value);
         framing.feed(field.name.as_bytes(), field.value);
     }
-    framing.request_body(version)
+    let body = framing.request_body(version)?;
+    // Facts the connection asks for on every request, computed once while the fields pass by.
+    req.set_summary(crate::http::request::Summary {
+        content_length: framing.content_length(),
+        chunked: framing.is_chunked(),
+        conn_close: framing.conn_close,
+        conn_keep_alive: framing.conn_keep_alive,
+        conn_upgrade: framing.conn_upgrade,
+        upgrade_field: framing.upgrade_field,
+        expect_continue: framing.expect_continue,
+    });
+    Ok(body)
+}
+
+/// Index of the first CR or LF, eight bytes at a time: the head scanner spends most of its
+/// time here. A byte equal to CR or LF becomes zero after the XOR; the classic "has a zero byte"
+/// test marks it. Borrows can only mark bytes *after* a real zero, so the lowest mark
+/// (little-endian order) is always the first real one.
+#[inline]
+fn find_line_break(hay: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const CR: u64 = LO * b'\r' as u64;
+    const LF: u64 = LO * b'\n' as u64;
+    let mut chunks = hay.chunks_exact(8);
+    let mut base = 0;
+    for chunk in &mut chunks {
+        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        let (a, b) = (w ^ CR, w ^ LF);
+        let marks = (a.wrapping_sub(LO) & !a & HI) | (b.wrapping_sub(LO) & !b & HI);
+        if marks != 0 {
+            return Some(base + (marks.trailing_zeros() / 8) as usize);
+        }
+        base += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .map(|p| base + p)
 }
 
 /// httparse accepts some bytes in a target that RFC 9112 does not.
@@ -678,6 +714,11 @@ pub(crate) struct Framing {
     chunked_count: usize,
     last_is_chunked: bool,
     other_coding: bool,
+    conn_close: bool,
+    conn_keep_alive: bool,
+    conn_upgrade: bool,
+    upgrade_field: bool,
+    expect_continue: bool,
 }
 
 impl Framing {
@@ -714,6 +755,23 @@ impl Framing {
                 }
             }
             14 if name.eq_ignore_ascii_case(b"content-length") => self.feed_content_length(value),
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                for token in list_elements(value) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        self.conn_close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        self.conn_keep_alive = true;
+                    } else if token.eq_ignore_ascii_case(b"upgrade") {
+                        self.conn_upgrade = true;
+                    }
+                }
+            }
+            7 if name.eq_ignore_ascii_case(b"upgrade") => self.upgrade_field = true,
+            6 if name.eq_ignore_ascii_case(b"expect") => {
+                if trim_ows(value).eq_ignore_ascii_case(b"100-continue") {
+                    self.expect_continue = true;
+                }
+            }
             17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
                 self.transfer_encoding_seen = true;
                 for coding in list_elements(value) {
@@ -1733,5 +1791,32 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(err.reason, "too many header fields in response");
+    }
+
+    #[test]
+    fn line_break_search_matches_a_plain_scan() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        for len in 0..80 {
+            for _ in 0..40 {
+                let hay: Vec<u8> = (0..len)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        // Mostly text, sometimes CR, LF and bytes near them (0x0c, 0x0e, 0x8d).
+                        match seed % 23 {
+                            0 => b'\r',
+                            1 => b'\n',
+                            2 => 0x0c,
+                            3 => 0x8d,
+                            4 => 0x0e,
+                            _ => b'a' + (seed % 26) as u8,
+                        }
+                    })
+                    .collect();
+                let plain = hay.iter().position(|&b| b == b'\r' || b == b'\n');
+                assert_eq!(super::find_line_break(&hay), plain, "{hay:?}");
+            }
+        }
     }
 }

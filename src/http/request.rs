@@ -73,6 +73,22 @@ pub struct Request {
     authority: Range<usize>,
     version: Version,
     headers: Headers,
+    /// Framing and connection facts recorded by the parser; `None` once the headers were
+    /// changed (or for a request built by hand), when the accessors read the fields instead.
+    summary: Option<Summary>,
+}
+
+/// What the parser learnt about a request's framing and connection fields while it passed
+/// over them, so the connection does not search the fields again for every question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Summary {
+    pub content_length: Option<u64>,
+    pub chunked: bool,
+    pub conn_close: bool,
+    pub conn_keep_alive: bool,
+    pub conn_upgrade: bool,
+    pub upgrade_field: bool,
+    pub expect_continue: bool,
 }
 
 impl Request {
@@ -95,6 +111,7 @@ impl Request {
     /// Empties the request for reuse, keeping allocated capacity. The
     /// method becomes GET and the version HTTP/1.1.
     pub fn clear(&mut self) {
+        self.summary = None;
         self.method = Method::Get;
         self.method_token.clear();
         self.target.clear();
@@ -193,7 +210,12 @@ impl Request {
 
     /// The header fields, for adding or changing fields.
     pub fn headers_mut(&mut self) -> &mut Headers {
+        self.summary = None;
         &mut self.headers
+    }
+
+    pub(crate) fn set_summary(&mut self, summary: Summary) {
+        self.summary = Some(summary);
     }
 
     /// The first value of header `name` as text (see [`Headers::get`]).
@@ -205,22 +227,34 @@ impl Request {
     /// (a list of identical values counts as that value). The parser has
     /// already rejected received requests with an invalid one.
     pub fn content_length(&self) -> Option<u64> {
-        Framing::of(&self.headers).content_length()
+        match &self.summary {
+            Some(s) => s.content_length,
+            None => Framing::of(&self.headers).content_length(),
+        }
     }
 
     /// Whether `Transfer-Encoding` ends with `chunked`.
     pub fn is_chunked(&self) -> bool {
-        Framing::of(&self.headers).is_chunked()
+        match &self.summary {
+            Some(s) => s.chunked,
+            None => Framing::of(&self.headers).is_chunked(),
+        }
     }
 
     /// Whether the connection stays open after this request (RFC 9112
     /// 9.3): HTTP/1.1 unless `Connection: close`; HTTP/1.0 only with
     /// `Connection: keep-alive` (and no `close`).
     pub fn keep_alive(&self) -> bool {
-        let close = self.headers.has_token("connection", "close");
+        let (close, keep) = match &self.summary {
+            Some(s) => (s.conn_close, s.conn_keep_alive),
+            None => (
+                self.headers.has_token("connection", "close"),
+                self.headers.has_token("connection", "keep-alive"),
+            ),
+        };
         match self.version {
             Version::Http11 => !close,
-            Version::Http10 => !close && self.headers.has_token("connection", "keep-alive"),
+            Version::Http10 => !close && keep,
         }
     }
 
@@ -229,16 +263,24 @@ impl Request {
     /// HTTP/1.0 clients cannot understand 100, so it is ignored there).
     pub fn expects_continue(&self) -> bool {
         self.version == Version::Http11
-            && self
-                .headers
-                .get_all_bytes("expect")
-                .any(|v| trim_ows(v).eq_ignore_ascii_case(b"100-continue"))
+            && match &self.summary {
+                Some(s) => s.expect_continue,
+                None => self
+                    .headers
+                    .get_all_bytes("expect")
+                    .any(|v| trim_ows(v).eq_ignore_ascii_case(b"100-continue")),
+            }
     }
 
     /// Whether this asks for a protocol upgrade: `Connection` lists
     /// `upgrade` and an `Upgrade` field is present (RFC 9110 7.8).
     pub fn is_upgrade(&self) -> bool {
-        self.headers.has_token("connection", "upgrade") && self.headers.contains("upgrade")
+        match &self.summary {
+            Some(s) => s.conn_upgrade && s.upgrade_field,
+            None => {
+                self.headers.has_token("connection", "upgrade") && self.headers.contains("upgrade")
+            }
+        }
     }
 
     /// The host the request is for. For absolute-form the target's
