@@ -84,7 +84,15 @@ impl UpgradedConnection {
 
     /// Flushes, sends FIN, waits (bounded) for the peer's FIN, closes. `on_close` follows.
     pub fn close(&self) {
-        self.socket.close_after_flush();
+        // Through the connection, not the socket alone: only the connection bounds the wait
+        // for the peer's FIN (`linger_timeout`, from its sweep). A bare `close_after_flush`
+        // lingered forever for a peer that never closes its side, keeping the connection
+        // (and its server slot) alive, and `stop()` waiting.
+        if let Some(core) = self.core.upgrade() {
+            core.close_gracefully();
+        } else {
+            self.socket.close_after_flush();
+        }
     }
 
     /// Closes at once with a reset.

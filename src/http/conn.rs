@@ -144,6 +144,10 @@ impl ConnCore {
         self.socket.resume_reading();
     }
 
+    pub(crate) fn event_loop(&self) -> crate::uv::Loop {
+        self.server.event_loop()
+    }
+
     pub(crate) fn now(&self) -> u64 {
         self.server.now()
     }
@@ -797,8 +801,10 @@ impl ConnCore {
 
     // ---- closing ---------------------------------------------------------------------------
 
-    /// Flush, FIN, linger, close; `on_close(None)` finishes.
-    fn close_gracefully(&self) {
+    /// Flush, FIN, linger, close; `on_close(None)` finishes. Also the way an upgraded
+    /// connection's adapter closes (`UpgradedConnection::close`), so that the linger is
+    /// bounded by `linger_timeout` for it too.
+    pub(crate) fn close_gracefully(&self) {
         if self.closed.get() || self.closing_since.get().is_some() {
             return;
         }

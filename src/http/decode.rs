@@ -767,10 +767,10 @@ impl Framing {
                 }
             }
             7 if name.eq_ignore_ascii_case(b"upgrade") => self.upgrade_field = true,
-            6 if name.eq_ignore_ascii_case(b"expect") => {
-                if trim_ows(value).eq_ignore_ascii_case(b"100-continue") {
-                    self.expect_continue = true;
-                }
+            6 if name.eq_ignore_ascii_case(b"expect")
+                && trim_ows(value).eq_ignore_ascii_case(b"100-continue") =>
+            {
+                self.expect_continue = true;
             }
             17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
                 self.transfer_encoding_seen = true;

@@ -12,7 +12,7 @@ use super::options::{OverLimit, ServerOptions};
 use super::responder::ServerConnectionFactory;
 use super::server_connection::{ServerConnection, ServerConnectionPtr};
 use crate::net::tls::TlsContext;
-use crate::net::{Socket, TcpListener, TlsSocket};
+use crate::net::{Socket, TcpListener, TcpSocket, TlsSocket};
 use crate::signal::Signal;
 use crate::uv::{self, Async, Loop, Remote, Timer, UvError};
 
@@ -78,8 +78,11 @@ enum RunState {
 
 enum Binding {
     Address(SocketAddr),
+    /// No listener: the server serves connections handed to [`Server::adopt`].
+    Detached,
     /// A socket inherited from the parent process (systemd socket activation) or handed over.
-    Fd(i32),
+    #[cfg(unix)]
+    Listener(std::net::TcpListener),
 }
 
 /// State shared by the server handle and its connections.
@@ -165,29 +168,25 @@ impl Server {
     /// server takes ownership of the descriptor.
     #[cfg(unix)]
     pub fn from_listener(lp: Loop, listener: std::net::TcpListener) -> Server {
-        use std::os::fd::IntoRawFd;
-        Server::build(lp, Binding::Fd(listener.into_raw_fd()))
+        Server::build(lp, Binding::Listener(listener))
     }
 
     /// The first socket passed by systemd socket activation, if this process was started that
     /// way (`LISTEN_PID` is ours and `LISTEN_FDS` >= 1).
     #[cfg(unix)]
     pub fn from_systemd(lp: Loop) -> Result<Server, ServerError> {
-        let pid_ok = std::env::var("LISTEN_PID")
-            .ok()
-            .and_then(|p| p.parse::<u32>().ok())
-            == Some(std::process::id());
-        let fds = std::env::var("LISTEN_FDS")
-            .ok()
-            .and_then(|n| n.parse::<i32>().ok())
-            .unwrap_or(0);
-        if !pid_ok || fds < 1 {
-            return Err(ServerError::new(
+        match uv::take_systemd_listener() {
+            Some(l) => Ok(Server::build(lp, Binding::Listener(l))),
+            None => Err(ServerError::new(
                 "not started by systemd socket activation (LISTEN_PID/LISTEN_FDS not set for this process)",
-            ));
+            )),
         }
-        const SD_LISTEN_FDS_START: i32 = 3;
-        Ok(Server::build(lp, Binding::Fd(SD_LISTEN_FDS_START)))
+    }
+
+    /// A server that does not listen: it serves connections accepted elsewhere and handed to
+    /// [`Server::adopt`] (e.g. one acceptor thread feeding several loops).
+    pub fn detached(lp: Loop) -> Server {
+        Server::build(lp, Binding::Detached)
     }
 
     fn build(lp: Loop, binding: Binding) -> Server {
@@ -281,26 +280,31 @@ impl Server {
         let opts = sh.options.borrow().clone();
         let binding = sh.binding.borrow_mut().take();
         let listener = match binding {
+            Some(Binding::Detached) => None,
             Some(Binding::Address(addr)) => {
                 let l = TcpListener::bind(sh.lp, &addr, opts.reuse_port)
                     .map_err(|e| ServerError::listen(&addr.to_string(), e))?;
                 l.listen(opts.backlog, accept_callback(Rc::downgrade(sh)))
                     .map_err(|e| ServerError::listen(&addr.to_string(), e))?;
-                l
+                Some(l)
             }
-            Some(Binding::Fd(fd)) => {
-                // SAFETY: the descriptor was handed over to this server (from_listener took
-                // ownership; from_systemd's fd belongs to the process by the protocol).
-                let l = unsafe { TcpListener::from_fd(sh.lp, fd) }
-                    .map_err(|e| ServerError::listen(&format!("inherited fd {fd}"), e))?;
+            #[cfg(unix)]
+            Some(Binding::Listener(std_listener)) => {
+                let what = std_listener
+                    .local_addr()
+                    .map(|a| format!("inherited socket {a}"))
+                    .unwrap_or_else(|_| "inherited socket".to_string());
+                let l = TcpListener::from_std(sh.lp, std_listener)
+                    .map_err(|e| ServerError::listen(&what, e))?;
                 l.listen(opts.backlog, accept_callback(Rc::downgrade(sh)))
-                    .map_err(|e| ServerError::listen(&format!("inherited fd {fd}"), e))?;
-                l
+                    .map_err(|e| ServerError::listen(&what, e))?;
+                Some(l)
             }
             None => return Err(ServerError::new("server has no address to listen on")),
         };
-        sh.bound.set(listener.local_addr());
-        *sh.listener.borrow_mut() = Some(listener);
+        sh.bound
+            .set(listener.as_ref().and_then(TcpListener::local_addr));
+        *sh.listener.borrow_mut() = listener;
         let tick = opts.tick().as_millis() as u64;
         let timer = Timer::new(sh.lp).map_err(|e| ServerError::new(format!("timer: {e}")))?;
         let weak = Rc::downgrade(sh);
@@ -329,6 +333,22 @@ impl Server {
     /// handles, so the loop can exit and be closed.
     pub fn stop(&self) {
         self.shared.stop();
+    }
+
+    /// Serves a connection accepted elsewhere, e.g. by an acceptor thread that hands
+    /// connections to several loops (the portable alternative to `reuse_port`). The server
+    /// must be running; limits and the connection count apply as for its own accepts.
+    #[cfg(unix)]
+    pub fn adopt(&self, stream: std::net::TcpStream) -> Result<(), ServerError> {
+        let sh = &self.shared;
+        if sh.state.get() != RunState::Running {
+            return Err(ServerError::new("the server is not running"));
+        }
+        let socket = TcpSocket::from_std(sh.lp, stream)
+            .map_err(|e| ServerError::new(format!("adopt connection: {e}")))?;
+        let over = sh.live.get() >= sh.options.borrow().max_connections;
+        sh.serve(socket, over);
+        Ok(())
     }
 
     /// The address the server listens on (with the real port when 0 was asked).
@@ -405,6 +425,10 @@ fn accept_callback(weak: Weak<ServerShared>) -> impl FnMut(Result<(), UvError>) 
 impl ServerShared {
     pub(crate) fn now(&self) -> u64 {
         self.lp.now()
+    }
+
+    pub(crate) fn event_loop(&self) -> Loop {
+        self.lp
     }
 
     pub(crate) fn is_stopping(&self) -> bool {
@@ -496,6 +520,11 @@ impl ServerShared {
                 }
             }
         };
+        self.serve(socket, over_limit);
+    }
+
+    /// Runs the HTTP (or HTTPS) protocol on an accepted TCP socket.
+    fn serve(&self, socket: Rc<TcpSocket>, over_limit: bool) {
         if self.options.borrow().tcp_nodelay {
             let _ = socket.set_nodelay(true);
         }

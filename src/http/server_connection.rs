@@ -371,6 +371,11 @@ impl ServerConnection {
         ))
     }
 
+    /// The loop this request is served on (for timers that answer it later).
+    pub fn event_loop(&self) -> Option<crate::uv::Loop> {
+        self.core().map(|c| c.event_loop())
+    }
+
     /// The client's address, while connected.
     pub fn peer_address(&self) -> Option<SocketAddr> {
         self.core().and_then(|c| c.peer_addr())
@@ -786,9 +791,20 @@ impl ServerConnection {
         if self.is_head.get() {
             core.write(data);
         } else {
+            // Waiting behind an earlier response: coalesce small copies into the last
+            // buffered vector instead of holding a pooled buffer per piece.
+            let mut o = self.output.borrow_mut();
+            o.buffered_bytes += data.len();
+            let q = o.buffered.get_or_insert_with(pool::take_queue);
+            if let Some(OwnedBuf::Vec(last)) = q.back_mut() {
+                if last.len() + data.len() <= last.capacity().max(16 * 1024) {
+                    last.extend_from_slice(data);
+                    return;
+                }
+            }
             let mut v = pool::take_bytes();
             v.extend_from_slice(data);
-            self.buffer(OwnedBuf::Vec(v));
+            q.push_back(OwnedBuf::Vec(v));
         }
     }
 

@@ -115,6 +115,14 @@ impl TcpSocket {
         Ok(sock)
     }
 
+    /// Adopts an accepted std stream (e.g. from an acceptor thread).
+    #[cfg(unix)]
+    pub fn from_std(lp: Loop, stream: std::net::TcpStream) -> Result<Rc<TcpSocket>, UvError> {
+        Ok(TcpSocket::from_handle(TcpHandle::from_std_stream(
+            lp, stream,
+        )?))
+    }
+
     /// Sets TCP_NODELAY: responses go out as soon as they are written.
     pub fn set_nodelay(&self, enable: bool) -> Result<(), UvError> {
         self.handle.set_nodelay(enable)
@@ -542,14 +550,11 @@ impl TcpListener {
         Ok(TcpListener { handle, lp })
     }
 
-    /// Adopts an already bound (and possibly listening) socket, e.g. from systemd.
-    ///
-    /// # Safety
-    /// `fd` must be an open TCP socket that nothing else uses or closes.
-    pub unsafe fn from_fd(lp: Loop, fd: i32) -> Result<TcpListener, UvError> {
-        let handle = TcpHandle::new(lp)?;
-        // SAFETY: caller's contract.
-        unsafe { handle.open(fd)? };
+    /// Adopts an already bound (and possibly listening) socket, e.g. one inherited from
+    /// systemd or created by the caller.
+    #[cfg(unix)]
+    pub fn from_std(lp: Loop, listener: std::net::TcpListener) -> Result<TcpListener, UvError> {
+        let handle = TcpHandle::from_std_listener(lp, listener)?;
         Ok(TcpListener { handle, lp })
     }
 

@@ -195,6 +195,18 @@ pub fn default_loop() -> Loop {
     Loop::default_loop()
 }
 
+/// Ends a program's use of the default loop: runs pending close callbacks, then
+/// `uv_loop_close`. Fails (naming how many handles are still open) if something was not closed,
+/// which makes it a leak check at the end of `main`. Call it last: nothing may use the default
+/// loop (or a `Loop` copy of it) afterwards, except `default_loop()`, which starts a fresh one.
+pub fn close_default_loop() -> Result<(), UvError> {
+    let lp = Loop::default_loop();
+    lp.run(RunMode::NoWait);
+    // SAFETY: the caller's contract above; the default loop's memory is static inside libuv,
+    // and libuv re-initialises it if uv_default_loop() is called again.
+    unsafe { lp.close() }
+}
+
 /// Runs `lp` in `mode`, as icey's `uv_run(loop, UV_RUN_DEFAULT)`.
 pub fn run(lp: Loop, mode: RunMode) -> bool {
     lp.run(mode)

@@ -21,10 +21,12 @@ pub use addr::parse_host;
 pub use async_handle::{Async, Closed, Remote};
 pub use buf::OwnedBuf;
 pub use error::UvError;
-pub use event_loop::{default_loop, run, Loop, OwnedLoop, RunMode};
+pub use event_loop::{close_default_loop, default_loop, run, Loop, OwnedLoop, RunMode};
 pub use handle::panic_message;
 pub use random::fill_random;
 pub use signal_handle::{SignalHandle, SIGINT, SIGTERM};
+#[cfg(unix)]
+pub use tcp::take_systemd_listener;
 pub use tcp::{StreamHandler, TcpHandle, MAX_IOVECS};
 pub use timer::Timer;
 

@@ -144,6 +144,42 @@ impl TcpHandle {
         check(rc, || format!("adopt socket fd {fd}")).map(|_| ())
     }
 
+    /// A handle owning an accepted std stream (made non-blocking), e.g. handed over by an
+    /// acceptor thread.
+    #[cfg(unix)]
+    pub fn from_std_stream(lp: Loop, stream: std::net::TcpStream) -> Result<TcpHandle, UvError> {
+        use std::os::fd::IntoRawFd;
+        stream.set_nonblocking(true).map_err(|e| {
+            UvError::with_context(sys::uv_errno_t_UV_EINVAL, format!("adopt socket: {e}"))
+        })?;
+        Self::from_owned_fd(lp, stream.into_raw_fd())
+    }
+
+    /// A handle owning a bound (listening or not) std listener.
+    #[cfg(unix)]
+    pub fn from_std_listener(
+        lp: Loop,
+        listener: std::net::TcpListener,
+    ) -> Result<TcpHandle, UvError> {
+        use std::os::fd::IntoRawFd;
+        Self::from_owned_fd(lp, listener.into_raw_fd())
+    }
+
+    #[cfg(unix)]
+    fn from_owned_fd(lp: Loop, fd: std::os::raw::c_int) -> Result<TcpHandle, UvError> {
+        let handle = TcpHandle::new(lp)?;
+        // SAFETY: the caller released `fd` from its owner (into_raw_fd), so this handle is now
+        // its only owner and closes it.
+        match unsafe { handle.open(fd) } {
+            Ok(()) => Ok(handle),
+            Err(e) => {
+                // SAFETY: the handle did not take the descriptor; we still own it.
+                unsafe { libc_close(fd) };
+                Err(e)
+            }
+        }
+    }
+
     /// Starts listening; `on_connection` runs for each incoming connection (call
     /// [`TcpHandle::accept`] inside it, or later to apply backpressure).
     pub fn listen(
@@ -512,4 +548,39 @@ unsafe extern "C" fn connect_cb(req: *mut sys::uv_connect_t, status: i32) {
             cb(result);
         }
     });
+}
+
+/// Closes a descriptor that could not be adopted.
+///
+/// # Safety
+/// `fd` must be an open descriptor owned by the caller.
+#[cfg(unix)]
+unsafe fn libc_close(fd: std::os::raw::c_int) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: caller's contract; the OwnedFd closes it on drop.
+    drop(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+}
+
+/// The first socket passed by systemd socket activation (`LISTEN_PID` is this process and
+/// `LISTEN_FDS` >= 1: descriptor 3), taken over once per process.
+#[cfg(unix)]
+pub fn take_systemd_listener() -> Option<std::net::TcpListener> {
+    use std::os::fd::FromRawFd;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    let ours = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        == Some(std::process::id());
+    let count = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse::<i32>().ok())
+        .unwrap_or(0);
+    if !ours || count < 1 || TAKEN.swap(true, Ordering::SeqCst) {
+        return None;
+    }
+    const SD_LISTEN_FDS_START: i32 = 3;
+    // SAFETY: by the socket-activation protocol descriptor 3 is a socket handed to this
+    // process; TAKEN makes sure it is wrapped only once.
+    Some(unsafe { std::net::TcpListener::from_raw_fd(SD_LISTEN_FDS_START) })
 }

@@ -334,6 +334,11 @@ impl Driver {
             let _ = t.start(250, 250, move || {
                 if let Some(d) = weak.upgrade() {
                     d.ws.on_tick(lp.now());
+                    if d.ws.is_transport_closed() {
+                        // The closing-handshake timeout aborted the socket, which reports
+                        // nothing back: release the connection here.
+                        d.finish(Some(1006), "closing handshake timed out");
+                    }
                 }
             });
         }

@@ -378,6 +378,13 @@ impl WebSocket {
         }
         pool::give_bytes(out);
         self.run_deferred();
+        if self.close_sent_at.get().is_none() && self.protocol.borrow().state() == State::Closed {
+            // Our Close went out without `shutdown()` (the echo of the peer's, or the one
+            // failing the connection): start the closing-handshake timeout too. Otherwise a
+            // client whose server never closes TCP waited forever (a server is also bounded
+            // by its connection's linger).
+            self.close_sent_at.set(Some(self.now()));
+        }
         match result {
             Err(e) => {
                 log::debug!("WebSocket peer {:?}: {e}", self.peer_addr());
@@ -447,6 +454,11 @@ impl WebSocket {
         self.transport.borrow_mut().take();
     }
 
+    /// True once the transport has closed (or was aborted by the closing timeout).
+    pub(crate) fn is_transport_closed(&self) -> bool {
+        self.tcp_closed.get()
+    }
+
     pub(crate) fn on_drain(&self) {
         self.guard("drain", || self.drain.emit(|f| f(self)));
     }
@@ -458,6 +470,9 @@ impl WebSocket {
                 if let Some(t) = self.transport.borrow().as_ref() {
                     t.abort();
                 }
+                // A socket does not report a close we asked for (a client's never calls its
+                // handler back), so end here: `close` fires (once) and the transport goes.
+                self.on_transport_closed();
             }
             return;
         }
