@@ -39,10 +39,17 @@ fn run(name: &str, request: &[u8], rounds: usize) {
 }
 
 fn main() {
-    let rounds: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(40_000);
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it,
+    // and then a short smoke run is enough. A number argument sets the rounds (callgrind).
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rounds: usize = args
+        .iter()
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(if args.iter().any(|a| a == "--bench") {
+            40_000
+        } else {
+            50
+        });
     run("minimal GET", b"GET / HTTP/1.1\r\nHost: b\r\n\r\n", rounds);
     run(
         "wrk-like GET",
