@@ -21,6 +21,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -48,6 +49,10 @@ HYPER_TARGET_DIR = Path(
     or Path(tempfile.gettempdir()) / "uvhttp-bench-hyper-target"
 )
 NGINX_ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")
+# Concurrent `openssl s_time` processes of the handshake scenario. Each one runs one
+# handshake at a time; one alone leaves the server idle during every round trip, four keep
+# the client CPU busy (a full handshake costs the client more than the server).
+HANDSHAKE_CLIENTS = 4
 
 
 # --------------------------------------------------------------------------- scenarios
@@ -67,6 +72,13 @@ class Scenario:
     expected_body: bytes = b"Hello, World!"
     ceiling_args: List[str] = field(default_factory=list)
     idle: bool = False
+    # Served over HTTPS with the run's throwaway certificate.
+    tls: bool = False
+    # Load from `openssl s_time -new` (full handshakes) instead of wrk.
+    handshakes: bool = False
+    # The target every ratio of this scenario is taken to. The ceiling has no TLS, so the
+    # HTTPS scenarios compare with nginx serving the same certificate.
+    baseline: str = "ceiling"
 
 
 SCENARIOS = [
@@ -103,6 +115,22 @@ SCENARIOS = [
         ceiling_args=["--body-bytes", str(BIG_BYTES)],
     ),
     Scenario("idle", "f", "idle keep-alive connections, one request each", idle=True),
+    Scenario(
+        "https-keepalive",
+        "g",
+        f"HTTPS keep-alive GET /, {LOAD_CONNECTIONS} connections",
+        tls=True,
+        baseline="nginx",
+    ),
+    Scenario(
+        "https-handshake",
+        "h",
+        "HTTPS GET / on a new connection each time, full TLS handshakes (no resumption), "
+        f"{HANDSHAKE_CLIENTS} openssl s_time -new clients",
+        tls=True,
+        handshakes=True,
+        baseline="nginx",
+    ),
 ]
 
 
@@ -122,6 +150,20 @@ class Target:
     # Scenario name -> a caveat printed with the result.
     notes: Dict[str, str] = field(default_factory=dict)
     skip_reason: Optional[str] = None
+    # Extra arguments (templates with {tls_cert} and {tls_key}) that make the target serve
+    # HTTPS; None: it cannot, and the HTTPS scenarios skip it with `no_tls_reason`.
+    tls_args: Optional[List[str]] = None
+    no_tls_reason: str = "no HTTPS set up for this target in bench/run.py"
+
+
+@dataclass
+class TlsMaterial:
+    """The run's throwaway CA and server certificate (PEM files in a temporary directory)."""
+
+    directory: Path
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
 
 
 @dataclass
@@ -239,8 +281,8 @@ def prepare_nginx(target: Target, context: Context) -> Optional[str]:
     return None
 
 
-def write_nginx_config(run_dir: Path, port: int) -> None:
-    """Fills in bench/peers/nginx.conf for one server start."""
+def write_nginx_config(run_dir: Path, port: int, tls: Optional[TlsMaterial]) -> None:
+    """Fills in bench/peers/nginx.conf for one server start; HTTPS when `tls` is given."""
     template = (BENCH_DIR / "peers" / "nginx.conf").read_text()
     if NGINX_ECHO_MODULE.exists():
         load_echo = f"load_module {NGINX_ECHO_MODULE};"
@@ -248,8 +290,17 @@ def write_nginx_config(run_dir: Path, port: int) -> None:
     else:
         load_echo = ""
         echo_body = "return 501;"
+    if tls:
+        listen_ssl = " ssl"
+        certificate = (f"ssl_certificate {tls.server_cert};\n"
+                       f"        ssl_certificate_key {tls.server_key};")
+    else:
+        listen_ssl = ""
+        certificate = "# plain HTTP: no certificate"
     config = (
         template.replace("@LOAD_ECHO_MODULE@", load_echo)
+        .replace("@LISTEN_SSL@", listen_ssl)
+        .replace("@TLS_CERTIFICATE@", certificate)
         .replace("@ECHO_BODY@", echo_body)
         .replace("@RUN_DIR@", str(run_dir))
         .replace("@PORT@", str(port))
@@ -267,11 +318,13 @@ def builtin_targets() -> Dict[str, Target]:
             ["ceiling", "--host", HOST, "--port", "{port}"],
             prepare=prepare_example("ceiling"),
             scenario_args=lambda scenario: scenario.ceiling_args,
+            no_tls_reason="the ceiling has no TLS (plain TCP only); HTTPS ratios are to nginx",
         ),
         "uvhttp": Target(
             "uvhttp",
             ["httpechoserver", "--port", "{port}"],
             prepare=prepare_example("httpechoserver"),
+            tls_args=["--tls-cert", "{tls_cert}", "--tls-key", "{tls_key}"],
         ),
         "hyper": Target(
             "hyper", ["hyper-peer", "--host", HOST, "--port", "{port}"], prepare=prepare_hyper
@@ -285,6 +338,8 @@ def builtin_targets() -> Dict[str, Target]:
             "nginx",
             ["nginx", "-p", "{run_dir}", "-c", "{run_dir}/nginx.conf", "-e", "{run_dir}/error.log"],
             prepare=prepare_nginx,
+            # The certificate goes into the filled-in config, not onto the command line.
+            tls_args=[],
         ),
     }
 
@@ -374,13 +429,19 @@ def memory_kib(pid: int, key: str) -> int:
     return total
 
 
-def start_server(target: Target, scenario: Scenario, port: int, run_dir: Path, nofile: int):
+def start_server(target: Target, scenario: Scenario, port: int, run_dir: Path, nofile: int,
+                 tls: Optional[TlsMaterial]):
     """Starts the server pinned to the server CPU; returns (process, log path)."""
+    tls = tls if scenario.tls else None
     if target.name == "nginx":
-        write_nginx_config(run_dir, port)
+        write_nginx_config(run_dir, port, tls)
     values = {"port": str(port), "run_dir": str(run_dir)}
+    if tls:
+        values |= {"tls_cert": str(tls.server_cert), "tls_key": str(tls.server_key)}
     command = [part.format(**values) for part in target.command]
     command += target.scenario_args(scenario)
+    if tls:
+        command += [part.format(**values) for part in target.tls_args]
     wrapper = ["taskset", "-c", str(ARGS.server_cpu)]
     if shutil.which("prlimit"):
         wrapper += ["prlimit", f"--nofile={nofile}:{nofile}"]
@@ -412,9 +473,14 @@ def wait_for_port(process: subprocess.Popen, port: int, log_path: Path, timeout:
     return f"not listening on port {port} after {timeout:.0f} s:\n{tail(log_path.read_text(errors='replace'))}"
 
 
-def check_response(scenario: Scenario, port: int) -> Optional[str]:
-    """One request by hand: the server must answer this scenario correctly."""
-    connection = http.client.HTTPConnection(HOST, port, timeout=10)
+def check_response(scenario: Scenario, port: int, tls: Optional[TlsMaterial] = None) -> Optional[str]:
+    """One request by hand: the server must answer this scenario correctly. Over HTTPS the
+    certificate must also verify against the run's CA, for 127.0.0.1."""
+    if scenario.tls:
+        context = ssl.create_default_context(cafile=str(tls.ca_cert))
+        connection = http.client.HTTPSConnection(HOST, port, timeout=10, context=context)
+    else:
+        connection = http.client.HTTPConnection(HOST, port, timeout=10)
     try:
         headers = {}
         body = None
@@ -427,7 +493,7 @@ def check_response(scenario: Scenario, port: int) -> Optional[str]:
         connection.request(scenario.method, scenario.path, body=body, headers=headers)
         response = connection.getresponse()
         payload = response.read()
-    except (OSError, http.client.HTTPException) as error:
+    except (OSError, ssl.SSLError, http.client.HTTPException) as error:
         return f"check request failed: {error}"
     finally:
         connection.close()
@@ -459,7 +525,8 @@ def run_wrk(scenario: Scenario, port: int, duration: float) -> dict:
         command += ["-s", str(BENCH_DIR / "wrk" / scenario.wrk_script)]
     for header in scenario.wrk_headers:
         command += ["-H", header]
-    command.append(f"http://{HOST}:{port}{scenario.path}")
+    scheme = "https" if scenario.tls else "http"
+    command.append(f"{scheme}://{HOST}:{port}{scenario.path}")
     environment = dict(
         os.environ, BENCH_PIPELINE_DEPTH=str(PIPELINE_DEPTH), BENCH_ECHO_BYTES=str(ECHO_BYTES)
     )
@@ -491,6 +558,130 @@ def run_wrk(scenario: Scenario, port: int, duration: float) -> dict:
     if problems:
         figures["problems"] = "; ".join(problems)
     return figures
+
+
+S_TIME_TOTALS = re.compile(r"^(\d+) connections in [\d.]+s; [\d.]+ connections/user sec, bytes read (\d+)$",
+                           re.MULTILINE)
+
+
+def run_handshakes(port: int, duration: float) -> dict:
+    """Full TLS handshakes per second, from HANDSHAKE_CLIENTS `openssl s_time -new` processes.
+
+    wrk cannot measure this: after a `Connection: close` answer it reconnects with
+    SSL_clear(), which keeps the session, so nearly all its later handshakes are resumed.
+    `s_time -new` makes a fresh session every time, sends `GET / HTTP/1.0`, and reads the
+    answer until the server closes. It marks each connection `*` (new session) or `r`
+    (reused), which is checked. s_time times its runs in whole seconds, so the rate here is
+    taken over the wall time the runner measures itself.
+    """
+    seconds = max(1, round(duration))
+    command = [
+        "taskset", "-c", str(ARGS.client_cpu),
+        "openssl", "s_time", "-connect", f"{HOST}:{port}", "-new", "-www", "/",
+        "-time", str(seconds),
+    ]
+    started = time.monotonic()
+    clients = [
+        subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+        for _ in range(HANDSHAKE_CLIENTS)
+    ]
+    outputs = []
+    try:
+        for client in clients:
+            outputs.append(client.communicate(timeout=seconds + 30)[0])
+    except subprocess.TimeoutExpired:
+        # s_time reads each answer until the server closes: a server that keeps an
+        # HTTP/1.0 connection open stalls it.
+        return {"error": "openssl s_time did not finish: does the server close the connection "
+                         "after answering an HTTP/1.0 request?"}
+    finally:
+        for client in clients:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+    wall = time.monotonic() - started
+    output = "\n".join(outputs)
+    figures = {"wrk_output": output, "wall_s": wall, "p99_us": None}
+    connections = bytes_read = reused = 0
+    for client, text in zip(clients, outputs):
+        totals = S_TIME_TOTALS.search(text)
+        if client.returncode != 0 or not totals:
+            figures["error"] = f"openssl s_time failed (status {client.returncode}): {tail(text, 4)}"
+            return figures
+        connections += int(totals.group(1))
+        bytes_read += int(totals.group(2))
+        # Progress marks: one character per connection, `r` for a resumed session.
+        reused += sum(line.count("r") for line in text.splitlines() if re.fullmatch(r"[*rt3]+", line))
+    figures["requests"] = connections
+    figures["req_per_s"] = connections / wall
+    problems = []
+    if reused:
+        problems.append(f"{reused} handshakes resumed a session")
+    # Every connection must have carried an answer: at least the body, on average.
+    if connections and bytes_read / connections < len(b"Hello, World!"):
+        problems.append(f"only {bytes_read / connections:.0f} bytes read per connection")
+    if problems:
+        figures["problems"] = "; ".join(problems)
+    return figures
+
+
+def negotiated_tls(port: int, tls: TlsMaterial) -> str:
+    """Protocol, cipher suite and key-exchange group of one `openssl s_client` handshake with
+    OpenSSL's default client settings, which wrk and s_time use too."""
+    try:
+        result = subprocess.run(
+            ["openssl", "s_client", "-connect", f"{HOST}:{port}", "-CAfile", str(tls.ca_cert),
+             "-verify_return_error", "-brief"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=15,
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"negotiated TLS unknown (openssl s_client: {error})"
+    text = result.stdout + result.stderr
+    found = {}
+    for key in ("Protocol version", "Ciphersuite", "Server Temp Key", "Verification"):
+        match = re.search(rf"^{key}: (.+)$", text, re.MULTILINE)
+        found[key] = match.group(1).strip() if match else "?"
+    group = found["Server Temp Key"].split(",")[0]
+    summary = f"{found['Protocol version']} {found['Ciphersuite']} {group}"
+    if found["Verification"] != "OK":
+        summary += f" (certificate verification: {found['Verification']})"
+    return summary
+
+
+def make_tls_material() -> TlsMaterial:
+    """A throwaway CA and a server certificate it signs (EC P-256, SAN 127.0.0.1 and
+    localhost), made with the openssl CLI in a new temporary directory. Raises
+    RuntimeError with openssl's message if a step fails."""
+    directory = Path(tempfile.mkdtemp(prefix="uvhttp-bench-tls-"))
+    material = TlsMaterial(directory, directory / "ca.pem", directory / "server.pem",
+                           directory / "server.key")
+    ca_key, csr, extensions = directory / "ca.key", directory / "server.csr", directory / "server.ext"
+    extensions.write_text(
+        "basicConstraints = critical, CA:FALSE\n"
+        "keyUsage = critical, digitalSignature\n"
+        "extendedKeyUsage = serverAuth\n"
+        "subjectAltName = IP:127.0.0.1, DNS:localhost\n"
+    )
+    p256 = ["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]
+    steps = [
+        p256 + ["-out", str(ca_key)],
+        ["req", "-x509", "-new", "-key", str(ca_key), "-sha256", "-days", "2",
+         "-subj", "/CN=uvhttp bench throwaway CA",
+         "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", str(material.ca_cert)],
+        p256 + ["-out", str(material.server_key)],
+        ["req", "-new", "-key", str(material.server_key), "-subj", "/CN=localhost", "-out", str(csr)],
+        ["x509", "-req", "-in", str(csr), "-CA", str(material.ca_cert), "-CAkey", str(ca_key),
+         "-set_serial", "1", "-days", "2", "-sha256", "-extfile", str(extensions),
+         "-out", str(material.server_cert)],
+    ]
+    for step in steps:
+        result = subprocess.run(["openssl"] + step, capture_output=True, text=True)
+        if result.returncode != 0:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise RuntimeError(f"openssl {step[0]} failed: {tail(result.stderr, 3)}")
+    return material
 
 
 def read_response(connection: socket.socket) -> bool:
@@ -569,18 +760,22 @@ def connection_alive(connection: socket.socket) -> bool:
         return False
 
 
-def measure(target: Target, scenario: Scenario, run_dir: Path, ports: set, nofile: int) -> dict:
+def measure(target: Target, scenario: Scenario, run_dir: Path, ports: set, nofile: int,
+            tls: Optional[TlsMaterial]) -> dict:
     """Starts the target, measures one scenario, stops it. Always stops it."""
     port = free_port(ports)
-    process, log_path = start_server(target, scenario, port, run_dir, nofile)
+    process, log_path = start_server(target, scenario, port, run_dir, nofile, tls)
     try:
         problem = wait_for_port(process, port, log_path)
         if problem:
             return {"error": problem}
+        negotiated = None
         if not scenario.idle:
-            problem = check_response(scenario, port)
+            problem = check_response(scenario, port, tls)
             if problem:
                 return {"error": problem}
+            if scenario.tls:
+                negotiated = negotiated_tls(port, tls)
         else:
             # One request first, so the baseline includes a served request's warm state.
             problem = check_response(SCENARIOS[0], port)
@@ -591,11 +786,16 @@ def measure(target: Target, scenario: Scenario, run_dir: Path, ports: set, nofil
         else:
             cpu_before = cpu_seconds(process.pid)
             user_before = cpu_seconds(process.pid, user_only=True)
-            figures = run_wrk(scenario, port, ARGS.duration)
+            if scenario.handshakes:
+                figures = run_handshakes(port, ARGS.duration)
+            else:
+                figures = run_wrk(scenario, port, ARGS.duration)
             figures["cpu_s"] = cpu_seconds(process.pid) - cpu_before
             figures["user_cpu_s"] = cpu_seconds(process.pid, user_only=True) - user_before
             if not ARGS.verbose:
                 figures.pop("wrk_output", None)
+        if negotiated:
+            figures["tls"] = negotiated
         if process.poll() is not None:
             figures["error"] = f"server exited (status {process.returncode}) during the run:\n{tail(log_path.read_text(errors='replace'))}"
             return figures
@@ -604,7 +804,7 @@ def measure(target: Target, scenario: Scenario, run_dir: Path, ports: set, nofil
             figures["cpu_us_per_req"] = figures["cpu_s"] * 1e6 / figures["requests"]
             if "user_cpu_s" in figures:
                 figures["user_us_per_req"] = figures["user_cpu_s"] * 1e6 / figures["requests"]
-            wall = figures.get("setup_s", ARGS.duration)
+            wall = figures.get("wall_s", figures.get("setup_s", ARGS.duration))
             figures["server_cpu_pct"] = 100.0 * figures["cpu_s"] / wall
         return figures
     finally:
@@ -630,13 +830,20 @@ def fmt_latency(us: Optional[float]) -> str:
     return f"{us:.0f}us" if us < 1000 else f"{us / 1000:.2f}ms"
 
 
+def baseline_label(scenario: Scenario) -> str:
+    return "x ceil" if scenario.baseline == "ceiling" else f"x {scenario.baseline}"
+
+
 def print_table(scenario: Scenario, results: Dict[str, dict]) -> None:
-    ceiling = results.get("ceiling", {})
+    # Named `ceiling` for the common case; for the HTTPS scenarios it is nginx's figures.
+    ceiling = results.get(scenario.baseline, {})
+    x = baseline_label(scenario)
+    per = "hs" if scenario.handshakes else "req"
     if scenario.idle:
-        columns = ["target", "KiB/conn", "x ceil", "CPU us/conn", "x ceil", "peak RSS", "x ceil", "notes"]
+        columns = ["target", "KiB/conn", x, "CPU us/conn", x, "peak RSS", x, "notes"]
     else:
-        columns = ["target", "req/s", "x ceil", "CPU us/req", "x ceil", "user us/req", "srv CPU",
-                   "p99", "x ceil", "peak RSS", "x ceil", "notes"]
+        columns = ["target", f"{per}/s", x, f"CPU us/{per}", x, f"user us/{per}", "srv CPU",
+                   "p99", x, "peak RSS", x, "notes"]
     rows = []
     for name, figures in results.items():
         if "skipped" in figures:
@@ -650,7 +857,8 @@ def print_table(scenario: Scenario, results: Dict[str, dict]) -> None:
         common_tail = [
             f"{rss_mib:.1f} MiB",
             fmt(ratio(rss_mib, base_rss), "{:.2f}"),
-            "; ".join(note for note in (figures.get("note"), figures.get("problems")) if note),
+            "; ".join(note for note in (figures.get("tls"), figures.get("note"), figures.get("problems"))
+                      if note),
         ]
         if scenario.idle:
             row = [
@@ -681,17 +889,20 @@ def print_table(scenario: Scenario, results: Dict[str, dict]) -> None:
     print("\n".join(lines), flush=True)
 
 
-def print_summary(all_results: Dict[str, Dict[str, dict]], target_names: List[str]) -> None:
-    """The ranking figure for every target and scenario: CPU per request / ceiling's."""
+def print_summary(all_results: Dict[str, Dict[str, dict]], target_names: List[str],
+                  scenarios: List[Scenario]) -> None:
+    """The ranking figure for every target and scenario: CPU per request / the baseline's."""
     print("\n== summary: server CPU time per request as a ratio to the ceiling (lower is better; "
-          "idle: KiB per connection ratio) ==")
+          "idle: KiB per connection ratio; https-*: ratio to nginx, per handshake for "
+          "https-handshake) ==")
     names = [name for name in all_results]
+    baselines = {scenario.name: scenario.baseline for scenario in scenarios}
     rows = [["target"] + names]
     for target in target_names:
         row = [target]
         for scenario_name in names:
             results = all_results[scenario_name]
-            figures, ceiling = results.get(target, {}), results.get("ceiling", {})
+            figures, ceiling = results.get(target, {}), results.get(baselines[scenario_name], {})
             key = "kib_per_conn" if scenario_name == "idle" else "cpu_us_per_req"
             row.append(fmt(ratio(figures.get(key), ceiling.get(key)), "{:.2f}"))
         rows.append(row)
@@ -711,11 +922,16 @@ def machine_description() -> dict:
     except OSError:
         pass
     wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0]
+    openssl_version = "openssl CLI not found"
+    if shutil.which("openssl"):
+        openssl_version = subprocess.run(["openssl", "version"], capture_output=True,
+                                         text=True).stdout.split(" (")[0].strip() or "openssl"
     return {
         "cpu": model,
         "cpus": os.cpu_count(),
         "kernel": platform.release(),
         "wrk": wrk_version.split(" [")[0].strip(),
+        "openssl": openssl_version,
         "loadavg_at_start": open("/proc/loadavg").read().split()[:3],
     }
 
@@ -728,7 +944,7 @@ def parse_args(argv=None):
         description="Benchmark HTTP servers against the raw-libuv ceiling (see bench/README.md).")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per scenario (default 10)")
     parser.add_argument("--quick", action="store_true", help="2 s per scenario")
-    parser.add_argument("--only", help="comma-separated scenarios: "
+    parser.add_argument("--only", help="comma-separated scenarios (names or letters): "
                         + ",".join(f"{s.name}({s.letter})" for s in SCENARIOS))
     parser.add_argument("--targets", help="comma-separated target names (default: all built-in and "
                         "--target ones); the ceiling always runs")
@@ -762,7 +978,7 @@ def select_scenarios(only: Optional[str]) -> List[Scenario]:
     return [s for s in SCENARIOS if s in chosen]
 
 
-def select_targets(args) -> List[Target]:
+def select_targets(args, scenarios: List[Scenario]) -> List[Target]:
     targets = builtin_targets()
     for spec in args.target:
         name, separator, command = spec.partition("=")
@@ -776,6 +992,9 @@ def select_targets(args) -> List[Target]:
             sys.exit(f"unknown target(s) {', '.join(unknown)}; known: {', '.join(targets)}")
         if "ceiling" not in wanted:
             wanted.insert(0, "ceiling")
+        # The HTTPS scenarios' ratios are to nginx, as the others' are to the ceiling.
+        if "nginx" not in wanted and any(s.baseline == "nginx" for s in scenarios):
+            wanted.append("nginx")
     else:
         wanted = list(targets)
     return [targets[name] for name in ["ceiling"] + [n for n in wanted if n != "ceiling"]]
@@ -799,7 +1018,7 @@ def main() -> int:
     if ARGS.server_cpu not in available or ARGS.client_cpu not in available or ARGS.server_cpu == ARGS.client_cpu:
         sys.exit(f"need two distinct usable CPUs for --server-cpu/--client-cpu; have {sorted(available)}")
     scenarios = select_scenarios(ARGS.only)
-    targets = select_targets(ARGS)
+    targets = select_targets(ARGS, scenarios)
 
     nofile = raise_nofile_limit(ARGS.idle_connections + 200)
     if any(s.idle for s in scenarios) and nofile < ARGS.idle_connections + 100:
@@ -810,37 +1029,58 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))
     run_dir = Path(tempfile.mkdtemp(prefix="uvhttp-bench-"))
+    tls: Optional[TlsMaterial] = None
+    tls_problem: Optional[str] = None
     try:
-        return run(scenarios, targets, run_dir, nofile)
+        if any(s.tls for s in scenarios):
+            if shutil.which("openssl") is None:
+                tls_problem = "openssl CLI not found (apt-get install -y openssl)"
+            else:
+                try:
+                    tls = make_tls_material()
+                except RuntimeError as error:
+                    tls_problem = f"cannot make the throwaway certificate: {error}"
+            if tls_problem:
+                print(f"skip the HTTPS scenarios: {tls_problem}", flush=True)
+        return run(scenarios, targets, run_dir, nofile, tls, tls_problem)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
     finally:
         stop_all_processes()
+        # The throwaway key goes whatever happens, --keep-logs or not.
+        if tls:
+            shutil.rmtree(tls.directory, ignore_errors=True)
         if ARGS.keep_logs:
             print(f"logs and configs kept in {run_dir}")
         else:
             shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def run(scenarios: List[Scenario], targets: List[Target], run_dir: Path, nofile: int) -> int:
+def run(scenarios: List[Scenario], targets: List[Target], run_dir: Path, nofile: int,
+        tls: Optional[TlsMaterial], tls_problem: Optional[str]) -> int:
     context = Context(build=not ARGS.no_build, run_dir=run_dir)
+    # Only the plain-HTTP scenarios compare with the ceiling; without them it is not built.
+    needs_ceiling = any(s.baseline == "ceiling" for s in scenarios)
     try:
         context.cargo_target_dir = cargo_target_dir()
         examples = repo_examples()
     except (OSError, subprocess.CalledProcessError) as error:
         sys.exit(f"cannot read the repository's cargo metadata: {error}")
-    wanted_examples = [name for name in ("ceiling", "httpechoserver")
-                       if name in examples and any(t.name in ("ceiling", "uvhttp") for t in targets)]
+    wanted_examples = [name for name, target_name in (("ceiling", "ceiling"), ("httpechoserver", "uvhttp"))
+                       if name in examples and any(t.name == target_name for t in targets)
+                       and (needs_ceiling or name != "ceiling")]
     build_error = build_examples(context, wanted_examples)
     for target in targets:
+        if target.name == "ceiling" and not needs_ceiling:
+            continue
         if build_error and target.prepare is not None and target.name in ("ceiling", "uvhttp"):
             target.skip_reason = build_error
         elif target.prepare is not None:
             target.skip_reason = target.prepare(target, context)
         if target.skip_reason:
             print(f"skip {target.name}: {target.skip_reason}", flush=True)
-    if targets[0].skip_reason:
+    if needs_ceiling and targets[0].skip_reason:
         print("the ceiling is unavailable, so no ratios can be given", file=sys.stderr)
         return 1
 
@@ -849,6 +1089,10 @@ def run(scenarios: List[Scenario], targets: List[Target], run_dir: Path, nofile:
           f"{description['wrk']}; load average at start {' '.join(description['loadavg_at_start'])}")
     print(f"server on CPU {ARGS.server_cpu}, wrk (1 thread) on CPU {ARGS.client_cpu}; "
           f"{ARGS.duration:g} s per scenario; ratios are to the ceiling in the same run")
+    if tls:
+        print(f"https-*: throwaway EC P-256 certificate; clients use {description['openssl']}; "
+              f"ratios are to nginx in the same run (the ceiling has no TLS); https-handshake "
+              f"load from {HANDSHAKE_CLIENTS} `openssl s_time -new` on CPU {ARGS.client_cpu}")
 
     ports: set = set()
     all_results: Dict[str, Dict[str, dict]] = {}
@@ -857,19 +1101,25 @@ def run(scenarios: List[Scenario], targets: List[Target], run_dir: Path, nofile:
         print(f"\n== {scenario.name} ({scenario.letter}): {heading} ==", flush=True)
         results: Dict[str, dict] = {}
         for target in targets:
-            if target.skip_reason:
+            if scenario.tls and tls is None:
+                results[target.name] = {"skipped": tls_problem}
+            elif scenario.tls and target.tls_args is None:
+                results[target.name] = {"skipped": target.no_tls_reason}
+            elif target.skip_reason:
                 results[target.name] = {"skipped": target.skip_reason.splitlines()[0]}
             elif scenario.name in target.unsupported:
                 results[target.name] = {"skipped": target.unsupported[scenario.name]}
             else:
-                results[target.name] = measure(target, scenario, run_dir, ports, nofile)
+                results[target.name] = measure(target, scenario, run_dir, ports, nofile, tls)
                 if scenario.name in target.notes:
                     results[target.name]["note"] = target.notes[scenario.name]
             if "error" in results[target.name]:
                 print(f"{target.name}: {results[target.name]['error']}", file=sys.stderr, flush=True)
         all_results[scenario.name] = results
         print_table(scenario, results)
-    print_summary(all_results, [t.name for t in targets if not t.skip_reason])
+    measured = [t.name for t in targets
+                if any("skipped" not in results[t.name] for results in all_results.values())]
+    print_summary(all_results, measured, scenarios)
 
     if ARGS.json:
         with open(ARGS.json, "w") as output:
@@ -884,6 +1134,7 @@ def run(scenarios: List[Scenario], targets: List[Target], run_dir: Path, nofile:
                     "idle_connections": ARGS.idle_connections,
                     "server_cpu": ARGS.server_cpu,
                     "client_cpu": ARGS.client_cpu,
+                    "handshake_clients": HANDSHAKE_CLIENTS,
                 },
                 "results": all_results,
             }, output, indent=2)

@@ -27,6 +27,10 @@ pub struct TlsSocket {
     handshake_done: Cell<bool>,
     on_handshake: RefCell<Option<HandshakeCallback>>,
     failed: Cell<bool>,
+    /// Plaintext written while corked, encrypted in one go at the outermost uncork: a response
+    /// head and body become one TLS record instead of one per write.
+    corked: RefCell<Vec<u8>>,
+    corks: Cell<u32>,
 }
 
 impl TlsSocket {
@@ -63,6 +67,8 @@ impl TlsSocket {
             handshake_done: Cell::new(false),
             on_handshake: RefCell::new(None),
             failed: Cell::new(false),
+            corked: RefCell::new(Vec::new()),
+            corks: Cell::new(0),
         });
         let weak: Weak<dyn SocketHandler> = sock.me.clone() as Weak<dyn SocketHandler>;
         sock.tcp.set_handler(weak);
@@ -87,6 +93,14 @@ impl TlsSocket {
     /// True if the session was resumed rather than fully negotiated.
     pub fn session_reused(&self) -> bool {
         self.engine.borrow().session_reused()
+    }
+
+    fn encrypt(&self, data: &[u8]) {
+        let result = self.engine.borrow_mut().write(data);
+        match result {
+            Ok(()) => self.pump_output(),
+            Err(e) => log::debug!("TLS write refused: {e}"),
+        }
     }
 
     fn handler(&self) -> Option<Rc<dyn SocketHandler>> {
@@ -233,11 +247,15 @@ impl Socket for TlsSocket {
         if self.failed.get() || data.is_empty() {
             return;
         }
-        let result = self.engine.borrow_mut().write(data);
-        match result {
-            Ok(()) => self.pump_output(),
-            Err(e) => log::debug!("TLS write refused: {e}"),
+        if self.corks.get() > 0 {
+            let mut buf = self.corked.borrow_mut();
+            if buf.capacity() == 0 {
+                *buf = pool::take_bytes();
+            }
+            buf.extend_from_slice(data);
+            return;
         }
+        self.encrypt(data);
     }
 
     fn write_owned(&self, buf: OwnedBuf) {
@@ -246,15 +264,25 @@ impl Socket for TlsSocket {
     }
 
     fn cork(&self) {
+        self.corks.set(self.corks.get() + 1);
         self.tcp.cork();
     }
 
     fn uncork(&self) -> Result<(), UvError> {
+        let n = self.corks.get().saturating_sub(1);
+        self.corks.set(n);
+        if n == 0 {
+            let buf = std::mem::take(&mut *self.corked.borrow_mut());
+            if !buf.is_empty() && !self.failed.get() {
+                self.encrypt(&buf);
+            }
+            pool::give_bytes(buf);
+        }
         self.tcp.uncork()
     }
 
     fn queued_bytes(&self) -> usize {
-        self.tcp.queued_bytes()
+        self.tcp.queued_bytes() + self.corked.borrow().len()
     }
 
     fn write_progress(&self) -> u64 {
@@ -274,6 +302,12 @@ impl Socket for TlsSocket {
     }
 
     fn close_after_flush(&self) {
+        // Whatever was written before the close goes out before close_notify.
+        let pending = std::mem::take(&mut *self.corked.borrow_mut());
+        if !pending.is_empty() && !self.failed.get() {
+            self.encrypt(&pending);
+        }
+        pool::give_bytes(pending);
         if !self.tcp.is_closing() && self.handshake_done.get() {
             self.engine.borrow_mut().shutdown();
             self.pump_output();
