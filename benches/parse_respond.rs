@@ -42,14 +42,13 @@ fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it,
     // and then a short smoke run is enough. A number argument sets the rounds (callgrind).
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let rounds: usize = args
-        .iter()
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(if args.iter().any(|a| a == "--bench") {
+    let rounds: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(
+        if args.iter().any(|a| a == "--bench") {
             40_000
         } else {
             50
-        });
+        },
+    );
     run("minimal GET", b"GET / HTTP/1.1\r\nHost: b\r\n\r\n", rounds);
     run(
         "wrk-like GET",

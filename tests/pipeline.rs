@@ -475,8 +475,9 @@ fn client_that_pipelines_100k_requests_and_never_reads_is_held_to_a_bounded_buff
         handled_samples.push(handled.load(Ordering::Relaxed));
         std::thread::sleep(Duration::from_millis(100));
     }
-    // Reading really stopped: no request was taken during the last ~900 ms.
-    let first = handled_samples[1];
+    // Reading really stopped: no request was taken during the last ~600 ms (the first
+    // samples leave the kernel buffers time to settle).
+    let first = handled_samples[3];
     let last = *handled_samples.last().unwrap();
     assert_eq!(first, last, "server kept reading: {handled_samples:?}");
     assert!(
@@ -602,9 +603,11 @@ fn requests_with_bodies_do_not_stall_the_pipeline() {
 
 #[test]
 fn early_response_before_the_body_closes_after_it_and_drops_the_requests_behind() {
-    // Documented in `ServerConnection::finish`: a response completed before its request body
-    // arrived means the rest of the body will not be read, so the connection cannot be
-    // reused: the library closes after that response and does not serve pipelined requests.
+    // The library's behavior (see `finish` and `decide_framing` in server_connection.rs; not
+    // yet stated in the public docs): a response completed before its request body arrived
+    // means the rest of the body will not be read, so the connection cannot be reused. The
+    // response says `Connection: close`, the connection closes after it, and requests
+    // pipelined behind it are not served.
     let (srv, _events, handled) = start_server(|_| {});
     let stream = connect(srv.addr);
     // The head alone first, so the application answers before any body byte arrives.
