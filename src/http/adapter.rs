@@ -26,6 +26,9 @@ pub trait ConnectionAdapter {
     fn on_eof(&mut self) {}
     /// The write queue drained to its low-water mark.
     fn on_drain(&mut self) {}
+    /// The server is stopping: end the protocol politely (a WebSocket sends Close 1001). The
+    /// connection is closed anyway after the server's `stop_timeout`.
+    fn on_server_stop(&mut self) {}
     /// Periodic call (the server's sweep interval) for idle / ping policies.
     fn on_tick(&mut self, _now_ms: u64) {}
     /// The connection closed; `err` says why when it was not a clean close.

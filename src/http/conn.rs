@@ -865,6 +865,10 @@ impl ConnCore {
 
     /// Server stop: finish what is in flight, take nothing new, close when idle.
     pub(crate) fn begin_stop(&self) {
+        if self.phase.get() == Phase::Upgraded {
+            self.with_adapter(|a| a.on_server_stop());
+            return;
+        }
         self.draining.set(true);
         if self.pipeline.borrow().is_empty() && self.phase.get() != Phase::Body {
             self.close_gracefully();

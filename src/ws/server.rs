@@ -192,6 +192,13 @@ impl ConnectionAdapter for ServerAdapter {
     fn on_drain(&mut self) {
         self.ws.on_drain();
     }
+    fn on_server_stop(&mut self) {
+        if self.ws.is_open() {
+            let _ = self
+                .ws
+                .shutdown(super::CloseCode::GoingAway.as_u16(), "server shutting down");
+        }
+    }
     fn on_tick(&mut self, now_ms: u64) {
         self.ws.on_tick(now_ms);
     }

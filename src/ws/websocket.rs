@@ -223,9 +223,13 @@ impl WebSocket {
         self.protocol.borrow().is_compressed()
     }
 
-    /// True while messages can be sent (no Close sent or received, not failed).
+    /// True while the connection is open for messages: connected (for a client, the
+    /// handshake finished), no Close sent or received, not failed. Sends made before a client
+    /// connects are still accepted and queued.
     pub fn is_open(&self) -> bool {
-        !self.close_fired.get() && self.protocol.borrow().state() == State::Open
+        !self.connecting.get()
+            && !self.close_fired.get()
+            && self.protocol.borrow().state() == State::Open
     }
 
     /// The peer's address.
