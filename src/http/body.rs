@@ -152,6 +152,11 @@ impl BodyDecoder {
         decoder
     }
 
+    /// The limits this decoder enforces.
+    pub fn limits(&self) -> BodyLimits {
+        self.limits
+    }
+
     /// Starts over for a new body, keeping the limits and buffer capacity.
     pub fn reset(&mut self, kind: BodyKind) {
         self.kind = kind;

@@ -18,7 +18,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
 
 use super::adapter::{ConnectionAdapter, UpgradedConnection};
-use super::body::{BodyDecoder, BodyLimits};
+use super::body::BodyLimits;
 use super::decode::{BodyKind, HeadLimits, HeadParser, HttpError};
 use super::encode::CONTINUE_HEAD;
 use super::server::ServerShared;
@@ -66,7 +66,8 @@ pub(crate) struct ConnCore {
     slot: Cell<usize>,
     phase: Cell<Phase>,
     parser: RefCell<HeadParser>,
-    body: RefCell<BodyDecoder>,
+    /// The request whose body is being read; its own decoder frames the body (kept in the
+    /// pooled request object, so an idle connection holds no decoder).
     body_exchange: RefCell<Option<Rc<ServerConnection>>>,
     body_received: Cell<u64>,
     /// The object the next head is parsed into.
@@ -100,7 +101,6 @@ impl ConnCore {
         socket: Rc<dyn Socket>,
     ) -> Rc<ConnCore> {
         let now = server.now();
-        let body_limits = config.body_limits;
         let core = Rc::new_cyclic(|me| ConnCore {
             me: me.clone(),
             server,
@@ -108,7 +108,6 @@ impl ConnCore {
             slot: Cell::new(usize::MAX),
             phase: Cell::new(Phase::Head),
             parser: RefCell::new(HeadParser::new()),
-            body: RefCell::new(BodyDecoder::new(BodyKind::None, body_limits)),
             body_exchange: RefCell::new(None),
             body_received: Cell::new(0),
             next: RefCell::new(None),
@@ -332,7 +331,13 @@ impl ConnCore {
                     }
                 }
                 Phase::Body => {
-                    let step = self.body.borrow_mut().decode(&buf[pos..]);
+                    let step = match self.body_exchange.borrow().as_ref() {
+                        Some(ex) => ex.body_decoder().decode(&buf[pos..]),
+                        None => {
+                            self.phase.set(Phase::Head);
+                            continue;
+                        }
+                    };
                     match step {
                         Ok(step) => {
                             let start = pos;
@@ -442,7 +447,7 @@ impl ConnCore {
             // look like answering before the body was read.
             ex.mark_request_complete();
         } else {
-            self.body.borrow_mut().reset(kind);
+            ex.start_body(kind, self.config.body_limits);
             self.body_received.set(0);
             *self.body_exchange.borrow_mut() = Some(ex.clone());
             self.phase.set(Phase::Body);
@@ -557,7 +562,7 @@ impl ConnCore {
             self.phase.set(Phase::Head);
         }
         if let Some(ex) = ex {
-            ex.set_trailers(self.body.borrow().trailers());
+            ex.take_trailers_from_decoder();
             self.complete_request(&ex);
             self.server.recycle_exchange(ex);
         }

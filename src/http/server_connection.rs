@@ -119,6 +119,9 @@ pub struct ServerConnection {
     core: RefCell<Weak<ConnCore>>,
     request: RefCell<Request>,
     trailers: RefCell<Headers>,
+    /// Frames this request's body while it arrives (reset per request; lives here so that
+    /// pooled request objects, not idle connections, hold decoders).
+    body_decoder: RefCell<super::body::BodyDecoder>,
     response: RefCell<Response>,
     output: RefCell<Output>,
     responder: RefCell<Option<Box<dyn ServerResponder>>>,
@@ -270,6 +273,10 @@ impl ServerConnection {
             core: RefCell::new(Weak::new()),
             request: RefCell::new(Request::new()),
             trailers: RefCell::new(Headers::new()),
+            body_decoder: RefCell::new(super::body::BodyDecoder::new(
+                super::decode::BodyKind::None,
+                super::body::BodyLimits::default(),
+            )),
             response: RefCell::new(Response::new()),
             output: RefCell::new(Output::default()),
             responder: RefCell::new(None),
@@ -342,10 +349,29 @@ impl ServerConnection {
         self.trailers.borrow()
     }
 
-    pub(crate) fn set_trailers(&self, t: &Headers) {
+    pub(crate) fn body_decoder(&self) -> std::cell::RefMut<'_, super::body::BodyDecoder> {
+        self.body_decoder.borrow_mut()
+    }
+
+    pub(crate) fn start_body(
+        &self,
+        kind: super::decode::BodyKind,
+        limits: super::body::BodyLimits,
+    ) {
+        let mut d = self.body_decoder.borrow_mut();
+        if d.limits() != limits {
+            *d = super::body::BodyDecoder::new(kind, limits);
+        } else {
+            d.reset(kind);
+        }
+    }
+
+    /// Copies the trailer fields the decoder collected into the request's trailers.
+    pub(crate) fn take_trailers_from_decoder(&self) {
+        let d = self.body_decoder.borrow();
         let mut mine = self.trailers.borrow_mut();
         mine.clear();
-        for (name, value) in t.iter() {
+        for (name, value) in d.trailers().iter() {
             mine.append_bytes(name.as_bytes(), value);
         }
     }

@@ -48,7 +48,6 @@ struct OutQueue {
 /// A TCP connection on the loop.
 pub struct TcpSocket {
     handle: TcpHandle,
-    me: RefCell<Weak<TcpSocket>>,
     handler: RefCell<Option<Weak<dyn SocketHandler>>>,
     out: RefCell<OutQueue>,
     state: Cell<State>,
@@ -69,7 +68,6 @@ impl TcpSocket {
     pub fn from_handle(handle: TcpHandle) -> Rc<TcpSocket> {
         let sock = Rc::new(TcpSocket {
             handle,
-            me: RefCell::new(Weak::new()),
             handler: RefCell::new(None),
             out: RefCell::new(OutQueue::default()),
             state: Cell::new(State::Open),
@@ -84,7 +82,6 @@ impl TcpSocket {
             drain_owed: Cell::new(false),
             written: Cell::new(0),
         });
-        *sock.me.borrow_mut() = Rc::downgrade(&sock);
         let weak: Weak<dyn StreamHandler> = Rc::downgrade(&sock) as Weak<dyn StreamHandler>;
         sock.handle.set_handler(weak);
         sock

@@ -36,8 +36,38 @@ type ConnectCallback = Box<dyn FnOnce(Result<(), UvError>)>;
 struct TcpInner {
     raw: sys::uv_tcp_t,
     handler: Option<Weak<dyn StreamHandler>>,
-    on_connection: Option<ConnectionCallback>,
-    on_connect: Option<ConnectCallback>,
+    /// Only listeners and connecting sockets have one: boxed, so an accepted connection's
+    /// handle carries a single null pointer for it.
+    callback: Option<Box<Callback>>,
+}
+
+enum Callback {
+    /// A listener's connection callback.
+    Listen(ConnectionCallback),
+    /// A pending connect's completion.
+    Connect(ConnectCallback),
+}
+
+impl TcpInner {
+    fn take_listen(&mut self) -> Option<ConnectionCallback> {
+        match self.callback.take().map(|b| *b) {
+            Some(Callback::Listen(cb)) => Some(cb),
+            other => {
+                self.callback = other.map(Box::new);
+                None
+            }
+        }
+    }
+
+    fn take_connect(&mut self) -> Option<ConnectCallback> {
+        match self.callback.take().map(|b| *b) {
+            Some(Callback::Connect(cb)) => Some(cb),
+            other => {
+                self.callback = other.map(Box::new);
+                None
+            }
+        }
+    }
 }
 
 /// An owned libuv TCP handle. Not `Send`: it belongs to its loop's thread.
@@ -77,8 +107,7 @@ impl TcpHandle {
         let inner = Box::new(TcpInner {
             raw: unsafe { std::mem::zeroed() },
             handler: None,
-            on_connection: None,
-            on_connect: None,
+            callback: None,
         });
         let inner = Box::into_raw(inner);
         // SAFETY: `inner` is a valid, uniquely owned allocation; its uv_tcp_t is initialised
@@ -187,7 +216,7 @@ impl TcpHandle {
         backlog: i32,
         on_connection: impl FnMut(Result<(), UvError>) + 'static,
     ) -> Result<(), UvError> {
-        self.with_inner(|i| i.on_connection = Some(Box::new(on_connection)));
+        self.with_inner(|i| i.callback = Some(Box::new(Callback::Listen(Box::new(on_connection)))));
         // SAFETY: handle initialised; the callback finds its closure through `data`.
         let rc = unsafe { sys::uv_listen(self.stream(), backlog, Some(connection_cb)) };
         let addr = self.local_addr();
@@ -214,7 +243,7 @@ impl TcpHandle {
         on_connect: impl FnOnce(Result<(), UvError>) + 'static,
     ) -> Result<(), UvError> {
         let raw = RawAddr::from_socket_addr(addr)?;
-        self.with_inner(|i| i.on_connect = Some(Box::new(on_connect)));
+        self.with_inner(|i| i.callback = Some(Box::new(Callback::Connect(Box::new(on_connect)))));
         let req = Box::into_raw(Box::new(ConnectReq {
             // SAFETY: plain C data, initialised by uv_tcp_connect.
             req: unsafe { std::mem::zeroed() },
@@ -228,7 +257,7 @@ impl TcpHandle {
         if rc < 0 {
             // SAFETY: libuv did not take the request.
             drop(unsafe { Box::from_raw(req) });
-            self.with_inner(|i| i.on_connect = None);
+            self.with_inner(|i| i.callback = None);
             return Err(UvError::with_context(rc, format!("connect to {addr}")));
         }
         Ok(())
@@ -394,7 +423,7 @@ impl TcpHandle {
         }
         let raw = self.with_inner(|inner| {
             inner.handler = None;
-            inner.on_connection = None;
+            inner.callback = None;
             &mut inner.raw as *mut sys::uv_tcp_t
         });
         // SAFETY: the handle is initialised and embedded in the Box<TcpInner> at `data`.
@@ -416,7 +445,7 @@ impl TcpHandle {
             self.closed.set(true);
             self.with_inner(|inner| {
                 inner.handler = None;
-                inner.on_connection = None;
+                inner.callback = None;
             });
         }
     }
@@ -512,7 +541,7 @@ unsafe extern "C" fn connection_cb(server: *mut sys::uv_stream_t, status: i32) {
         // SAFETY: installed only on handles built by TcpHandle::new.
         let inner = unsafe { inner_of(server) };
         // Take the callback out while it runs, so it may re-enter the handle (e.g. close it).
-        if let Some(mut cb) = inner.on_connection.take() {
+        if let Some(mut cb) = inner.take_listen() {
             let result = if status < 0 {
                 Err(UvError::with_context(status, "incoming connection"))
             } else {
@@ -523,10 +552,10 @@ unsafe extern "C" fn connection_cb(server: *mut sys::uv_stream_t, status: i32) {
             // have run yet); only put the callback back if the handle was not closed meanwhile.
             let inner = unsafe { inner_of(server) };
             // SAFETY: `server` is a valid handle for uv_is_closing.
-            if inner.on_connection.is_none()
+            if inner.callback.is_none()
                 && unsafe { sys::uv_is_closing(server as *mut sys::uv_handle_t) } == 0
             {
-                inner.on_connection = Some(cb);
+                inner.callback = Some(Box::new(Callback::Listen(cb)));
             }
         }
     });
@@ -539,7 +568,7 @@ unsafe extern "C" fn connect_cb(req: *mut sys::uv_connect_t, status: i32) {
         // SAFETY: the handle outlives its pending connect request (libuv cancels the request
         // before the handle's close callback frees the box).
         let inner = unsafe { &mut *req.handle };
-        if let Some(cb) = inner.on_connect.take() {
+        if let Some(cb) = inner.take_connect() {
             let result = if status < 0 {
                 Err(UvError::with_context(status, "connect"))
             } else {
