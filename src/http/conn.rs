@@ -19,7 +19,7 @@ use std::rc::{Rc, Weak};
 
 use super::adapter::{ConnectionAdapter, UpgradedConnection};
 use super::body::BodyLimits;
-use super::decode::{BodyKind, HeadLimits, HeadParser, HttpError};
+use super::decode::{BodyKind, HeadLimits, HttpError};
 use super::encode::CONTINUE_HEAD;
 use super::server::ServerShared;
 use super::server_connection::{ServerConnection, ServerConnectionPtr};
@@ -65,7 +65,6 @@ pub(crate) struct ConnCore {
     socket: Rc<dyn Socket>,
     slot: Cell<usize>,
     phase: Cell<Phase>,
-    parser: RefCell<HeadParser>,
     /// The request whose body is being read; its own decoder frames the body (kept in the
     /// pooled request object, so an idle connection holds no decoder).
     body_exchange: RefCell<Option<Rc<ServerConnection>>>,
@@ -107,7 +106,6 @@ impl ConnCore {
             socket,
             slot: Cell::new(usize::MAX),
             phase: Cell::new(Phase::Head),
-            parser: RefCell::new(HeadParser::new()),
             body_exchange: RefCell::new(None),
             body_received: Cell::new(0),
             next: RefCell::new(None),
@@ -388,12 +386,7 @@ impl ConnCore {
             .borrow_mut()
             .take()
             .unwrap_or_else(|| self.server.take_exchange());
-        let result = {
-            let mut req = ex.request_mut();
-            self.parser
-                .borrow_mut()
-                .parse_request(buf, &self.config.head_limits, &mut req)
-        };
+        let result = ex.parse_head(buf, &self.config.head_limits);
         match result {
             Ok(Some((len, kind))) => {
                 self.head_started.set(None);

@@ -122,6 +122,8 @@ pub struct ServerConnection {
     /// Frames this request's body while it arrives (reset per request; lives here so that
     /// pooled request objects, not idle connections, hold decoders).
     body_decoder: RefCell<super::body::BodyDecoder>,
+    /// Scans this request's head while it arrives (it may take several reads).
+    head_parser: RefCell<super::decode::HeadParser>,
     response: RefCell<Response>,
     output: RefCell<Output>,
     responder: RefCell<Option<Box<dyn ServerResponder>>>,
@@ -273,6 +275,7 @@ impl ServerConnection {
             core: RefCell::new(Weak::new()),
             request: RefCell::new(Request::new()),
             trailers: RefCell::new(Headers::new()),
+            head_parser: RefCell::new(super::decode::HeadParser::new()),
             body_decoder: RefCell::new(super::body::BodyDecoder::new(
                 super::decode::BodyKind::None,
                 super::body::BodyLimits::default(),
@@ -302,6 +305,7 @@ impl ServerConnection {
     pub(crate) fn reset(&self) {
         *self.core.borrow_mut() = Weak::new();
         self.request.borrow_mut().clear();
+        self.head_parser.borrow_mut().reset();
         self.trailers.borrow_mut().clear();
         self.response.borrow_mut().reset();
         {
@@ -340,13 +344,21 @@ impl ServerConnection {
         self.request.borrow()
     }
 
-    pub(crate) fn request_mut(&self) -> std::cell::RefMut<'_, Request> {
-        self.request.borrow_mut()
-    }
-
     /// Trailer fields of a chunked request body (empty until the request is complete).
     pub fn trailers(&self) -> Ref<'_, Headers> {
         self.trailers.borrow()
+    }
+
+    /// Parses the head in `buf` into this request (see [`super::decode::HeadParser`]).
+    pub(crate) fn parse_head(
+        &self,
+        buf: &[u8],
+        limits: &super::decode::HeadLimits,
+    ) -> Result<Option<(usize, super::decode::BodyKind)>, super::decode::HttpError> {
+        let mut req = self.request.borrow_mut();
+        self.head_parser
+            .borrow_mut()
+            .parse_request(buf, limits, &mut req)
     }
 
     pub(crate) fn body_decoder(&self) -> std::cell::RefMut<'_, super::body::BodyDecoder> {
