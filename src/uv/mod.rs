@@ -1,7 +1,7 @@
 //! The libuv layer: the only code that calls libuv.
 //!
 //! Every handle lives on the heap at a stable address, is owned by exactly one Rust value, and
-//! is freed in its close callback (see [`handle`]). Nothing here is `Send`: a loop and its
+//! is freed in its close callback (see `handle.rs`). Nothing here is `Send`: a loop and its
 //! handles belong to the thread that runs the loop; [`Remote`] is the one way in from another
 //! thread.
 
