@@ -1320,6 +1320,15 @@ impl ClientConnection {
             Phase::Connecting => {}
             Phase::Head if self.try_resend() => {}
             Phase::Head | Phase::Body => match err {
+                // A TLS failure after the handshake (e.g. a TLS 1.3 server rejecting our
+                // certificate with an alert) is still a TLS error, not an I/O one.
+                Some(_) if self.socket_tls_failure().is_some() => {
+                    let error = self.socket_tls_failure().expect("checked");
+                    self.fail(ClientError::Tls {
+                        target: self.target.clone(),
+                        error,
+                    })
+                }
                 Some(e) => self.fail(ClientError::Io(e)),
                 None => self.fail(ClientError::ConnectionClosed {
                     target: self.target.clone(),
@@ -1331,6 +1340,10 @@ impl ClientConnection {
 
     fn on_drain(&self) {
         self.emit_drain_if_owed();
+    }
+
+    fn socket_tls_failure(&self) -> Option<crate::net::tls::TlsError> {
+        self.socket.borrow().as_ref().and_then(|s| s.tls_failure())
     }
 
     /// A reused connection that the server had closed (the race between its idle timeout and

@@ -68,6 +68,10 @@ pub trait Socket {
     fn is_handshaking(&self) -> bool {
         false
     }
+    /// The TLS failure that closed this socket, if that is why it closed (plain TCP: never).
+    fn tls_failure(&self) -> Option<crate::net::tls::TlsError> {
+        None
+    }
     /// The peer's address.
     fn peer_addr(&self) -> Option<SocketAddr>;
     /// The local address.

@@ -31,6 +31,8 @@ pub struct TlsSocket {
     /// head and body become one TLS record instead of one per write.
     corked: RefCell<Vec<u8>>,
     corks: Cell<u32>,
+    /// Why the engine failed, for handlers that want the TLS error itself.
+    failure: RefCell<Option<TlsError>>,
 }
 
 impl TlsSocket {
@@ -69,6 +71,7 @@ impl TlsSocket {
             failed: Cell::new(false),
             corked: RefCell::new(Vec::new()),
             corks: Cell::new(0),
+            failure: RefCell::new(None),
         });
         let weak: Weak<dyn SocketHandler> = sock.me.clone() as Weak<dyn SocketHandler>;
         sock.tcp.set_handler(weak);
@@ -127,6 +130,7 @@ impl TlsSocket {
             return;
         }
         log::debug!("TLS with {:?} failed: {err}", self.tcp.peer_addr());
+        *self.failure.borrow_mut() = Some(err.clone());
         // The engine may have produced an alert: send it, then close.
         self.pump_output();
         if let Some(cb) = self.on_handshake.borrow_mut().take() {
@@ -329,6 +333,10 @@ impl Socket for TlsSocket {
 
     fn is_shut_down(&self) -> bool {
         self.tcp.is_shut_down()
+    }
+
+    fn tls_failure(&self) -> Option<TlsError> {
+        self.failure.borrow().clone()
     }
 
     fn is_handshaking(&self) -> bool {
