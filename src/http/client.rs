@@ -1322,14 +1322,13 @@ impl ClientConnection {
             Phase::Head | Phase::Body => match err {
                 // A TLS failure after the handshake (e.g. a TLS 1.3 server rejecting our
                 // certificate with an alert) is still a TLS error, not an I/O one.
-                Some(_) if self.socket_tls_failure().is_some() => {
-                    let error = self.socket_tls_failure().expect("checked");
-                    self.fail(ClientError::Tls {
+                Some(e) => match self.socket_tls_failure() {
+                    Some(error) => self.fail(ClientError::Tls {
                         target: self.target.clone(),
                         error,
-                    })
-                }
-                Some(e) => self.fail(ClientError::Io(e)),
+                    }),
+                    None => self.fail(ClientError::Io(e)),
+                },
                 None => self.fail(ClientError::ConnectionClosed {
                     target: self.target.clone(),
                     detail: "before the response was complete",
