@@ -12,6 +12,12 @@ use uvhttp::http::{Server, ServerConnectionPtr, StatusCode};
 use uvhttp::uv::OwnedLoop;
 
 fn run(name: &str, request: &[u8], rounds: usize) {
+    // UVHTTP_BENCH_SHAPE=minimal (a prefix of the name) runs one shape only, e.g. under callgrind.
+    if let Ok(only) = std::env::var("UVHTTP_BENCH_SHAPE") {
+        if !name.starts_with(only.as_str()) {
+            return;
+        }
+    }
     let lp = OwnedLoop::new().unwrap();
     let mut srv = Server::with_loop(lp.handle(), "127.0.0.1", 0).unwrap();
     srv.connection += |conn: ServerConnectionPtr| {

@@ -38,17 +38,30 @@ pub(crate) fn encode_head(
     loop_now_ms: u64,
 ) {
     let status = response.status();
+    // One reservation for the whole head: the fields plus room for the status line, Date,
+    // framing and Connection, so the pushes below never reallocate.
+    out.reserve(160 + response.headers().stored_len() + 4 * response.headers().len());
     out.extend_from_slice(b"HTTP/1.1 ");
-    push_u64(out, status.as_u16() as u64);
-    out.push(b' ');
+    let code = status.as_u16();
+    if (100..1000).contains(&code) {
+        out.extend_from_slice(&[
+            b'0' + (code / 100) as u8,
+            b'0' + (code / 10 % 10) as u8,
+            b'0' + (code % 10) as u8,
+            b' ',
+        ]);
+    } else {
+        push_u64(out, code as u64);
+        out.push(b' ');
+    }
     out.extend_from_slice(response.reason().as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in response.headers().iter() {
+    for (name, value) in response.headers().iter_bytes() {
         // "Connection: upgrade" etc. are written below with our own Connection decision.
-        if name.eq_ignore_ascii_case("connection") {
+        if name.eq_ignore_ascii_case(b"connection") {
             continue;
         }
-        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(name);
         out.extend_from_slice(b": ");
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
@@ -100,6 +113,14 @@ pub(crate) fn encode_head(
 
 /// Appends a decimal number without going through `fmt`.
 pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    if n < 10 {
+        out.push(b'0' + n as u8);
+        return;
+    }
+    if n < 100 {
+        out.extend_from_slice(&[b'0' + (n / 10) as u8, b'0' + (n % 10) as u8]);
+        return;
+    }
     let mut buf = [0u8; 20];
     let mut i = buf.len();
     loop {

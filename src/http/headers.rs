@@ -287,6 +287,21 @@ impl Headers {
             (name, self.value_of(e))
         })
     }
+
+    /// Like [`iter`](Headers::iter), with names as bytes: no UTF-8 check, for writing a head.
+    pub fn iter_bytes(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.entries
+            .iter()
+            .map(move |e| (self.name_of(e), self.value_of(e)))
+    }
+
+    /// Bytes the fields occupy (names and values, without separators).
+    pub fn stored_len(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|e| self.name_of(e).len() + self.value_of(e).len())
+            .sum()
+    }
 }
 
 impl PartialEq for Headers {
