@@ -7,14 +7,14 @@
 #   ./dev.sh deps                                   only install what the build needs
 #
 # System packages installed when missing: build-essential, pkg-config, libclang-dev (libuv-sys2's
-# bindgen), libssl-dev, curl, python3 (tests drive the server with curl and Python).
+# bindgen), libssl-dev, and for the tests curl, openssl and python3 (real peers of the server).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 log() { echo "dev.sh: $*" >&2; }
 
 ensure_packages() {
-  local want=(build-essential pkg-config libclang-dev libssl-dev curl python3 ca-certificates)
+  local want=(build-essential pkg-config libclang-dev libssl-dev openssl curl python3 ca-certificates)
   local missing=()
   if command -v dpkg-query >/dev/null 2>&1; then
     for p in "${want[@]}"; do
