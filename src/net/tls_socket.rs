@@ -189,6 +189,15 @@ impl SocketHandler for TlsSocket {
                 if let Err(e) = self.tcp.uncork() {
                     log::debug!("TLS write failed: {e}");
                 }
+                // The handler uncorked inside the call above while TCP was still corked by us,
+                // so the flush (and a drain back to low water) happens only now, after its own
+                // check. This runs straight from the read callback, so tell it here; otherwise a
+                // connection paused at the high-water mark would never resume.
+                if self.tcp.take_drain_owed() {
+                    if let Some(h) = self.handler() {
+                        h.on_drain();
+                    }
+                }
             }
         }
     }
