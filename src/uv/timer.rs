@@ -58,6 +58,11 @@ impl Timer {
     ) -> Result<(), UvError> {
         // SAFETY: single-threaded; no other reference to the inner box is live here.
         unsafe { (*self.inner.as_ptr()).callback = Some(Box::new(callback)) };
+        // libuv counts from the loop's cached clock, which is stale when earlier callbacks of
+        // this iteration took long (or the process was descheduled): refresh it so a timer
+        // never fires before `timeout_ms` of real time have passed. One vDSO clock read.
+        // SAFETY: the timer's loop pointer is valid while the handle is open.
+        unsafe { sys::uv_update_time((*self.raw()).loop_) };
         // SAFETY: initialised timer.
         let rc = unsafe { sys::uv_timer_start(self.raw(), Some(timer_cb), timeout_ms, repeat_ms) };
         check(rc, || "uv_timer_start".to_string()).map(|_| ())
