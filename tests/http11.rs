@@ -345,6 +345,14 @@ fn no_content_and_not_modified_have_no_body() {
                     tx.send(conn.send(b"oops").map(|_| ())).unwrap();
                     conn.complete().unwrap();
                 }
+                "/304-respond" => {
+                    // respond() has no 200 length to state: none is written.
+                    conn.respond(StatusCode::NOT_MODIFIED, "", b"").unwrap();
+                }
+                "/304-complete" => {
+                    conn.response().set_status(StatusCode::NOT_MODIFIED);
+                    conn.complete().unwrap();
+                }
                 "/304-with-length" => {
                     // The length the 200 would have had (RFC 9110 8.6): stated, never sent.
                     conn.response()
@@ -387,6 +395,20 @@ fn no_content_and_not_modified_have_no_body() {
         Err(SendError::BodyNotAllowed(StatusCode::NOT_MODIFIED))
     );
     assert_eq!(c.read_reply().body_str(), "Hello, World!");
+
+    for path in ["/304-respond", "/304-complete"] {
+        c.send(
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                .as_bytes(),
+        );
+        let head = c.read_head_raw();
+        assert!(head.starts_with("HTTP/1.1 304 "), "{path}: {head}");
+        assert!(
+            !head.to_ascii_lowercase().contains("content-length"),
+            "{path}: a 304 may only state the 200's length (RFC 9110 8.6): {head}"
+        );
+        assert_eq!(c.read_reply().body_str(), "Hello, World!", "{path}");
+    }
 
     c.send(b"GET /304-with-length HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n");
     let head = c.read_head_raw();

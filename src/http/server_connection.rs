@@ -617,7 +617,10 @@ impl ServerConnection {
         if !self.headers_sent.get() {
             {
                 let mut r = self.response.borrow_mut();
-                if r.content_length().is_none() && !r.is_chunked_transfer_encoding() {
+                if r.content_length().is_none()
+                    && !r.is_chunked_transfer_encoding()
+                    && r.status().allows_body()
+                {
                     r.set_content_length(0);
                 }
             }
@@ -692,7 +695,8 @@ impl ServerConnection {
         Ok(())
     }
 
-    /// Sends a whole response in one call: status, `Content-Type`, `Content-Length` and body.
+    /// Sends a whole response in one call: status, `Content-Type`, `Content-Length` and body
+    /// (for 1xx, 204 and 304, which have no body, only the status and type).
     pub fn respond(
         &self,
         status: StatusCode,
@@ -709,7 +713,11 @@ impl ServerConnection {
             if !content_type.is_empty() {
                 r.set_content_type(content_type);
             }
-            r.set_content_length(body.len() as u64);
+            // 1xx, 204 and 304 carry no body; a 304 may only state the length a 200 would
+            // have had (RFC 9110 8.6), which `body` is not: leave it to the application.
+            if status.allows_body() {
+                r.set_content_length(body.len() as u64);
+            }
         }
         core.socket_cork();
         self.responding.set(true);
