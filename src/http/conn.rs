@@ -538,7 +538,9 @@ impl ConnCore {
             ex.mark_request_complete();
         }
         if ex.is_complete() {
-            // Answered early; the body is read to keep the stream in sync, not delivered.
+            // Answered before its body arrived: the rest of the body is consumed (not
+            // delivered) in case it is already in the buffer; the connection closes after the
+            // response anyway, since nothing further can be trusted to be in sync.
             return true;
         }
         let ok = self.guarded(&ex, "ServerResponder::on_payload", || {

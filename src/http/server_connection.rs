@@ -609,6 +609,10 @@ impl ServerConnection {
     /// Finishes the response: the last chunk for chunked bodies, nothing more for sized ones.
     /// Sends an empty `Content-Length: 0` response if nothing was sent yet. A sized body that
     /// is short closes the connection (the client must not wait for bytes that never come).
+    ///
+    /// A response finished before its request body was fully received (answering at headers
+    /// time, e.g. 413) says `Connection: close` and the connection closes after it: requests
+    /// pipelined behind it are not answered.
     pub fn complete(&self) -> Result<(), SendError> {
         let core = self.live_core()?;
         if self.complete.get() {
@@ -696,7 +700,9 @@ impl ServerConnection {
     }
 
     /// Sends a whole response in one call: status, `Content-Type`, `Content-Length` and body
-    /// (for 1xx, 204 and 304, which have no body, only the status and type).
+    /// (for 1xx, 204 and 304, which have no body, only the status and type). As for
+    /// [`ServerConnection::complete`], answering before the request body arrived closes the
+    /// connection after this response.
     pub fn respond(
         &self,
         status: StatusCode,
