@@ -539,6 +539,14 @@ fn malformed_upgrades_are_refused_with_400_or_426_and_closed() {
             400,
         ),
         (
+            "a body on the upgrade request",
+            format!(
+                "GET /ws HTTP/1.1\r\n{base}{key_line}Sec-WebSocket-Version: 13\r\n\
+                 Content-Length: 5\r\n\r\nhello"
+            ),
+            400,
+        ),
+        (
             "no upgrade token in Connection",
             format!(
                 "GET /ws HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: keep-alive\r\n\

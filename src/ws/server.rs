@@ -92,6 +92,14 @@ pub fn accept(
         if req.version() != Version::Http11 {
             return refuse(StatusCode::BAD_REQUEST, "WebSocket upgrade needs HTTP/1.1");
         }
+        // RFC 6455 4.1: the handshake is a GET without a body. With one, the bytes after the
+        // head are that body, not frames: refuse rather than guess where frames begin.
+        if req.content_length().unwrap_or(0) > 0 || req.is_chunked() {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "a WebSocket upgrade request must not have a body",
+            );
+        }
         let h = req.headers();
         if !h.has_token("upgrade", "websocket") {
             return refuse(StatusCode::BAD_REQUEST, "missing Upgrade: websocket");
