@@ -1047,17 +1047,10 @@ fn https_to_a_plain_http_server_fails_cleanly() {
 
 // ---- the example ----------------------------------------------------------------------------
 
-fn example_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    dir.join("examples")
-        .join(format!("httpclient{}", std::env::consts::EXE_SUFFIX))
-}
-
 #[test]
 fn httpclient_example_prints_status_headers_and_body() {
     let srv = server();
-    let out = std::process::Command::new(example_binary())
+    let out = std::process::Command::new(example_binary("httpclient"))
         .arg(url(srv.addr, "/"))
         .output()
         .expect("run examples/httpclient (built by cargo test)");
@@ -1067,7 +1060,7 @@ fn httpclient_example_prints_status_headers_and_body() {
     assert!(stdout.contains("\r\nContent-Length: 13\r\n"), "{stdout}");
     assert!(stdout.ends_with("\r\n\r\nHello, World!"), "{stdout}");
 
-    let out = std::process::Command::new(example_binary())
+    let out = std::process::Command::new(example_binary("httpclient"))
         .args([
             url(srv.addr, "/echo").as_str(),
             "-X",
@@ -1081,7 +1074,7 @@ fn httpclient_example_prints_status_headers_and_body() {
     assert!(String::from_utf8_lossy(&out.stdout).ends_with("\r\n\r\nsome data"));
     srv.stop();
 
-    let out = std::process::Command::new(example_binary())
+    let out = std::process::Command::new(example_binary("httpclient"))
         .arg("http://nosuch.invalid/")
         .output()
         .unwrap();
@@ -1102,7 +1095,7 @@ fn httpclient_example_verifies_with_a_ca_file() {
     let srv = tls_server(&pki);
     let target = format!("https://localhost:{}/", srv.addr.port());
 
-    let out = std::process::Command::new(example_binary())
+    let out = std::process::Command::new(example_binary("httpclient"))
         .arg(&target)
         .output()
         .unwrap();
@@ -1110,7 +1103,7 @@ fn httpclient_example_verifies_with_a_ca_file() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("certificate verify failed"), "{stderr}");
 
-    let out = std::process::Command::new(example_binary())
+    let out = std::process::Command::new(example_binary("httpclient"))
         .args([target.as_str(), "--cacert"])
         .arg(&paths.ca)
         .output()
@@ -1118,7 +1111,7 @@ fn httpclient_example_verifies_with_a_ca_file() {
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).ends_with("Hello, World!"));
 
-    let out = std::process::Command::new(example_binary())
+    let out = std::process::Command::new(example_binary("httpclient"))
         .args([target.as_str(), "--insecure"])
         .output()
         .unwrap();

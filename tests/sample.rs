@@ -6,31 +6,11 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// target/<profile>/examples/httpechoserver, found next to this test executable
-/// (target/<profile>/deps/sample-*). `cargo test` builds the examples before running tests.
-fn sample_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>");
-    let bin = profile_dir
-        .join("examples")
-        .join(format!("httpechoserver{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "{} does not exist: run `cargo test` (which builds the examples) or `cargo build --examples`",
-        bin.display()
-    );
-    bin
-}
 
 /// The running sample, killed if the test fails half-way.
 struct Sample {
@@ -40,7 +20,7 @@ struct Sample {
 
 impl Sample {
     fn start() -> Sample {
-        let mut child = Command::new(sample_binary())
+        let mut child = Command::new(example_binary("httpechoserver"))
             .args(["--port", "0", "--host", "127.0.0.1"])
             .env_remove("UVHTTP_LOG")
             .stdout(Stdio::piped())
@@ -181,7 +161,7 @@ fn sample_binary_stops_on_sigint_too() {
 fn sample_binary_reports_a_port_in_use() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let out = Command::new(sample_binary())
+    let out = Command::new(example_binary("httpechoserver"))
         .args(["--port", &port.to_string(), "--host", "127.0.0.1"])
         .output()
         .expect("run the sample");

@@ -2022,28 +2022,10 @@ fn bad_certificates_give_clear_errors_from_the_library_clients() {
 
 // ---- the sample binary ----------------------------------------------------------------------
 
-/// target/<profile>/examples/httpechoserver, next to this test executable's deps directory.
-fn sample_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>");
-    let bin = profile_dir
-        .join("examples")
-        .join(format!("httpechoserver{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "{} does not exist: run `cargo test` (which builds the examples) or `cargo build --examples`",
-        bin.display()
-    );
-    bin
-}
-
 #[test]
 fn httpechoserver_example_serves_https() {
     let pki = Pki::new();
-    let mut child = Command::new(sample_binary())
+    let mut child = Command::new(example_binary("httpechoserver"))
         .args(["--port", "0", "--host", "127.0.0.1", "--tls-cert"])
         .arg(&pki.paths.cert)
         .arg("--tls-key")

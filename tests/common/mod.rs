@@ -531,3 +531,31 @@ pub fn sample_server() -> TestServer {
 /// compiles, so the tests cannot drift from it.
 #[path = "../../examples/support/routes.rs"]
 pub mod sample;
+
+/// An example binary of this crate, `target/<profile>/examples/<name>`, found next to this test
+/// executable (`target/<profile>/deps/<test>-*`). `cargo test` builds the examples first; a
+/// filtered run (`cargo test --test NAME`) may not, so a missing one is built on demand.
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>");
+    let path = profile_dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    if !path.exists() {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--example", name])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build --example");
+        assert!(status.success(), "building the {name} example failed");
+    }
+    assert!(
+        path.exists(),
+        "{} not found (run `cargo build --examples`)",
+        path.display()
+    );
+    path
+}

@@ -273,31 +273,7 @@ impl Drop for SampleProcess {
     }
 }
 
-/// The example binary next to this test binary: `target/<profile>/deps/<test>` →
-/// `target/<profile>/examples/httpechoserver`. `cargo test` builds examples; with a test
-/// filter (`cargo test --test streaming`) it may not, so build it on demand.
+/// The sample server binary (see `common::example_binary`).
 pub fn sample_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>");
-    let path = profile_dir.join("examples").join("httpechoserver");
-    if !path.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--example", "httpechoserver"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo build --example httpechoserver");
-        assert!(
-            status.success(),
-            "building the httpechoserver example failed"
-        );
-    }
-    assert!(
-        path.exists(),
-        "{} not found (run `cargo build --examples`)",
-        path.display()
-    );
-    path
+    crate::common::example_binary("httpechoserver")
 }
