@@ -684,9 +684,9 @@ impl ConnCore {
         }
     }
 
-    /// `close()` on a response that was already complete.
-    pub(crate) fn close_after_exchange(&self, ex: &ServerConnection) {
-        let _ = ex;
+    /// `close()` on a response that was already complete: no further request is read, and
+    /// the connection closes once the responses still in line are written.
+    pub(crate) fn close_when_drained(&self) {
         self.draining.set(true);
         if self.pipeline.borrow().is_empty() {
             self.close_gracefully();
@@ -1040,10 +1040,10 @@ impl ConnCore {
         let front = self.pipeline.borrow().front().cloned();
         if let Some(front) = front {
             if !front.is_complete() {
-                let ok = self.guarded(&front, "drain handler", || {
+                // A panic is answered inside `guarded`; nothing more to do here.
+                self.guarded(&front, "drain handler", || {
                     front.drain.emit(|slot| slot(&front));
                 });
-                let _ = ok;
             }
         }
     }

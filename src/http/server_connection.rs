@@ -749,7 +749,7 @@ impl ServerConnection {
         }
         self.close_after.set(true);
         if self.complete.get() {
-            core.close_after_exchange(self);
+            core.close_when_drained();
             return;
         }
         if self.headers_sent.get() {
