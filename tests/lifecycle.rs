@@ -23,7 +23,10 @@ thread_local! {
     static TIMERS: RefCell<Vec<Timer>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `/` says hello; `/slow` is kept pending (answered by `answer_pending_soon`); `/panic`
+/// The body of `/big`: larger than the socket buffers, so the write outlives the handler.
+static BIG: [u8; 4 << 20] = [b'x'; 4 << 20];
+
+/// `/` says hello; `/big` answers 4 MiB of `x`; `/slow` is kept pending (answered by `answer_pending_soon`); `/panic`
 /// panics before answering; `/panic-late` panics after sending part of a body; `/drop*` is
 /// never answered and its handle dropped.
 fn lifecycle_server(configure: impl FnOnce(&mut Server) + Send + 'static) -> TestServer {
@@ -45,6 +48,10 @@ fn lifecycle_server(configure: impl FnOnce(&mut Server) + Send + 'static) -> Tes
                         .attach(|_, _| panic!("deliberate panic in a payload slot"));
                 }
                 p if p.starts_with("/drop") => {} // the handle is dropped unanswered
+                "/big" => {
+                    conn.respond(StatusCode::OK, "application/octet-stream", &BIG)
+                        .unwrap();
+                }
                 _ => {
                     conn.respond(StatusCode::OK, "text/plain", b"Hello, World!")
                         .unwrap();
@@ -370,5 +377,83 @@ fn uv_handles_return_to_the_baseline_after_stop() {
         "the server's handles to close",
         || count() == baseline + harness_handles,
     );
+    srv.stop();
+}
+
+// ---- closing: when to wait for the client's FIN ------------------------------------------------
+
+/// A server whose lingering close would outlast every wait in these tests.
+fn long_linger_server() -> TestServer {
+    lifecycle_server(|srv| srv.configure(|o| o.linger_timeout = Duration::from_secs(60)))
+}
+
+#[test]
+fn a_client_that_asked_to_close_is_not_waited_for() {
+    // The client said `Connection: close` (or spoke HTTP/1.0) and sent nothing more: the server
+    // closes once the response is written instead of lingering for the client's FIN, which it
+    // never sends here (the socket stays open until the end of the test).
+    let srv = long_linger_server();
+    let mut held = Vec::new();
+    for raw in [
+        &b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"[..],
+        &b"GET / HTTP/1.0\r\n\r\n"[..],
+    ] {
+        let mut c = Client::connect(srv.addr);
+        let reply = c.request(raw);
+        assert_eq!(
+            (reply.status, reply.body_str().as_str()),
+            (200, "Hello, World!")
+        );
+        c.expect_clean_close();
+        held.push(c);
+    }
+    srv.wait_connections(|n| n == 0, "the server to close without the client's FIN");
+    drop(held);
+    srv.stop();
+}
+
+#[test]
+fn a_large_response_is_written_whole_before_a_close_without_linger() {
+    // The 4 MiB response is still being written when the handler returns (the client reads
+    // only after a pause); the close waits for the last byte, then happens without the FIN.
+    let srv = long_linger_server();
+    let mut c = Client::connect(srv.addr);
+    c.send(b"GET /big HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(100));
+    let all = c.read_to_close();
+    let head_end = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head")
+        + 4;
+    let body = &all[head_end..];
+    assert_eq!(body.len(), BIG.len(), "the whole body, then EOF");
+    assert!(body.iter().all(|&b| b == b'x'));
+    srv.wait_connections(|n| n == 0, "the server to close after the last byte");
+    drop(c);
+    srv.stop();
+}
+
+#[test]
+fn a_client_that_sent_more_after_its_last_request_is_lingered_for() {
+    // Bytes after the `Connection: close` request mean the client may still be sending:
+    // closing now could reset the connection and destroy the response, so the server waits
+    // for the client's FIN (bounded by linger_timeout).
+    let srv = long_linger_server();
+    let mut c = Client::connect(srv.addr);
+    c.send(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n");
+    let reply = c.read_reply();
+    assert_eq!(reply.status, 200);
+    assert!(reply.closes());
+    c.expect_clean_close();
+    // Our FIN has not been sent: the server is still lingering.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        srv.connection_count(),
+        1,
+        "the server must wait for our FIN"
+    );
+    drop(c);
+    srv.wait_connections(|n| n == 0, "the close after our FIN");
     srv.stop();
 }

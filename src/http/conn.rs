@@ -87,6 +87,15 @@ pub(crate) struct ConnCore {
     first_request: Cell<bool>,
     draining: Cell<bool>,
     peer_eof: Cell<bool>,
+    /// The client announced its last request (`Connection: close`, or HTTP/1.0 without
+    /// keep-alive) and all of it was read: nothing more should come.
+    client_done: Cell<bool>,
+    /// Bytes arrived that no request will consume (after the last request, or after an
+    /// error): the client may send more still, so closing must linger.
+    unread_input: Cell<bool>,
+    /// While `process` runs application code: the buffer holds bytes after the current
+    /// request, not looked at yet.
+    input_ahead: Cell<bool>,
     closed: Cell<bool>,
     processing: Cell<bool>,
     reading_paused: Cell<bool>,
@@ -121,6 +130,9 @@ impl ConnCore {
             first_request: Cell::new(true),
             draining: Cell::new(false),
             peer_eof: Cell::new(false),
+            client_done: Cell::new(false),
+            unread_input: Cell::new(false),
+            input_ahead: Cell::new(false),
             closed: Cell::new(false),
             processing: Cell::new(false),
             reading_paused: Cell::new(false),
@@ -205,6 +217,11 @@ impl ConnCore {
         if let Err(e) = self.socket.uncork() {
             log::debug!("write to {:?} failed: {e}", self.socket.peer_addr());
             self.finish_close(Some(e));
+            return;
+        }
+        if self.closing_since.get().is_some() && self.socket.is_closed() {
+            // A close without linger finished with this flush.
+            self.finish_close(None);
             return;
         }
         if self.socket.take_drain_owed() {
@@ -300,6 +317,7 @@ impl ConnCore {
         while pos < buf.len() && !self.closed.get() {
             match self.phase.get() {
                 Phase::Discard => {
+                    self.unread_input.set(true);
                     pos = buf.len();
                 }
                 Phase::UpgradePending => break,
@@ -319,6 +337,7 @@ impl ConnCore {
                     match self.parse_head(&buf[pos..]) {
                         Ok(Some((len, kind, ex))) => {
                             pos += len;
+                            self.input_ahead.set(pos < buf.len());
                             self.start_request(ex, kind);
                         }
                         Ok(None) => break,
@@ -340,6 +359,7 @@ impl ConnCore {
                         Ok(step) => {
                             let start = pos;
                             pos += step.consumed;
+                            self.input_ahead.set(pos < buf.len());
                             if let Some(range) = step.data {
                                 let chunk = &buf[start + range.start..start + range.end];
                                 if !self.deliver_body(chunk, step.done) {
@@ -362,6 +382,7 @@ impl ConnCore {
             }
         }
         self.processing.set(false);
+        self.input_ahead.set(false);
         pos
     }
 
@@ -438,7 +459,7 @@ impl ConnCore {
         if body_done {
             // Complete before the application sees it: answering from the handler must not
             // look like answering before the body was read.
-            ex.mark_request_complete();
+            self.request_read(&ex);
         } else {
             ex.start_body(kind, self.config.body_limits);
             self.body_received.set(0);
@@ -535,7 +556,7 @@ impl ConnCore {
             return false;
         }
         if last {
-            ex.mark_request_complete();
+            self.request_read(&ex);
         }
         if ex.is_complete() {
             // Answered before its body arrived: the rest of the body is consumed (not
@@ -564,7 +585,7 @@ impl ConnCore {
     }
 
     fn complete_request(&self, ex: &Rc<ServerConnection>) {
-        ex.mark_request_complete();
+        self.request_read(ex);
         let ok = self.guarded(ex, "ServerResponder::on_request", || {
             ex.with_responder(|r, c| r.on_request(c))
         }) && self.guarded(ex, "request_complete handler", || {
@@ -577,6 +598,14 @@ impl ConnCore {
             self.phase.set(Phase::Discard);
         }
         self.maybe_close_when_idle();
+    }
+
+    /// All of `ex`'s request has been read.
+    fn request_read(&self, ex: &ServerConnection) {
+        ex.mark_request_complete();
+        if !ex.request().keep_alive() {
+            self.client_done.set(true);
+        }
     }
 
     /// Answers a request we cannot serve (malformed, too large, timed out) and closes after
@@ -808,9 +837,25 @@ impl ConnCore {
         if self.closed.get() || self.closing_since.get().is_some() {
             return;
         }
+        // Linger (wait for the peer's FIN before closing) unless the peer is known to send
+        // nothing more: closing with unread input in the kernel sends a reset that can
+        // destroy the response. Like nginx's default `lingering_close on`.
+        let peer_quiet = self.peer_eof.get()
+            || (self.client_done.get()
+                && !self.unread_input.get()
+                && !self.input_ahead.get()
+                && self.phase.get() != Phase::Body
+                && self.inbuf.borrow().is_empty());
         self.phase.set(Phase::Discard);
         self.closing_since.set(Some(self.now()));
-        self.socket.close_after_flush();
+        if peer_quiet {
+            self.socket.close_after_flush_without_linger();
+            if self.socket.is_closed() {
+                self.finish_close(None);
+            }
+        } else {
+            self.socket.close_after_flush();
+        }
     }
 
     /// Cuts the connection (reset): for responses that cannot be completed.

@@ -64,6 +64,9 @@ impl Socket for MemorySocket {
     fn is_closing(&self) -> bool {
         self.closing.get()
     }
+    fn is_closed(&self) -> bool {
+        self.closing.get()
+    }
     fn is_shut_down(&self) -> bool {
         self.closing.get()
     }

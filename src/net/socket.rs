@@ -56,12 +56,25 @@ pub trait Socket {
     /// peer to finish too (discarding what it sends, bounded), then closes. `on_close(None)`
     /// follows. This is how a response is never truncated by a reset.
     fn close_after_flush(&self);
+    /// Like [`Socket::close_after_flush`], for when the peer has said it sends nothing more
+    /// and everything it sent was read: closes as soon as the queue is written, without
+    /// waiting for the peer's FIN (the kernel sends ours after the data). Saves a read and a
+    /// loop turn per connection; with unread input this would turn the close into a reset,
+    /// which is why the caller decides. If the queue empties inside this call or inside the
+    /// handler's own [`Socket::uncork`], the socket is simply closed ([`Socket::is_closed`])
+    /// and no `on_close` follows; if it empties later, `on_close(None)` follows from the loop.
+    /// Transports with a closing handshake of their own (TLS) may linger anyway.
+    fn close_after_flush_without_linger(&self) {
+        self.close_after_flush();
+    }
     /// Closes now; queued bytes are dropped. No `on_close` follows.
     fn close(&self);
     /// Closes with a reset, telling the peer the stream was cut (for an incomplete response).
     fn abort(&self);
     /// True once closed or closing.
     fn is_closing(&self) -> bool;
+    /// True once closed (the handle is gone; nothing more is written or read).
+    fn is_closed(&self) -> bool;
     /// True after [`Socket::close_after_flush`] finished writing and the FIN went out.
     fn is_shut_down(&self) -> bool;
     /// True while a security handshake (TLS) is still running; plain TCP never is.

@@ -57,6 +57,8 @@ pub struct TcpSocket {
     shut_down: Cell<bool>,
     shutdown_started: Cell<bool>,
     lingered: Cell<usize>,
+    /// Closing waits for the peer's FIN (false: close once the queue is written).
+    linger: Cell<bool>,
     high_water: Cell<usize>,
     over_high_water: Cell<bool>,
     drain_owed: Cell<bool>,
@@ -77,6 +79,7 @@ impl TcpSocket {
             shut_down: Cell::new(false),
             shutdown_started: Cell::new(false),
             lingered: Cell::new(0),
+            linger: Cell::new(true),
             high_water: Cell::new(DEFAULT_HIGH_WATER),
             over_high_water: Cell::new(false),
             drain_owed: Cell::new(false),
@@ -266,7 +269,12 @@ impl TcpSocket {
         }
         // Everything is written.
         if self.state.get() == State::Closing {
-            self.start_shutdown();
+            if self.linger.get() {
+                self.start_shutdown();
+            } else {
+                // close(2) sends our FIN after the data the kernel still holds.
+                self.close();
+            }
         }
         Ok(())
     }
@@ -386,6 +394,19 @@ impl Socket for TcpSocket {
         self.over_high_water.get()
     }
 
+    fn close_after_flush_without_linger(&self) {
+        if self.state.get() != State::Open {
+            return;
+        }
+        self.linger.set(false);
+        self.state.set(State::Closing);
+        if self.corks.get() == 0 {
+            if let Err(e) = self.flush() {
+                log::debug!("flush before close failed: {e}");
+            }
+        }
+    }
+
     fn close_after_flush(&self) {
         if self.state.get() != State::Open {
             return;
@@ -420,6 +441,10 @@ impl Socket for TcpSocket {
 
     fn is_closing(&self) -> bool {
         self.state.get() != State::Open
+    }
+
+    fn is_closed(&self) -> bool {
+        self.state.get() == State::Closed
     }
 
     fn is_shut_down(&self) -> bool {
@@ -509,8 +534,17 @@ impl StreamHandler for TcpSocket {
             self.finish_close(Some(e));
             return;
         }
+        let was_closing = self.state.get() == State::Closing;
         if let Err(e) = self.flush() {
             self.finish_close(Some(e));
+            return;
+        }
+        if was_closing && self.state.get() == State::Closed {
+            // A close without linger finished with this write: tell the handler (from the
+            // loop, so it may do anything).
+            if let Some(h) = self.handler() {
+                h.on_close(None);
+            }
             return;
         }
         self.check_drain();

@@ -336,6 +336,10 @@ impl Socket for TlsSocket {
         self.tcp.abort();
     }
 
+    fn is_closed(&self) -> bool {
+        self.tcp.is_closed()
+    }
+
     fn is_closing(&self) -> bool {
         self.tcp.is_closing()
     }
