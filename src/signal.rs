@@ -86,7 +86,15 @@ impl<F: ?Sized> Signal<F> {
     /// attaches through an old clone no longer reach this signal. Used when a pooled object is
     /// handed to its next user.
     pub fn renew(&self) {
-        let shared = Rc::strong_count(&self.slots.borrow()) > 1;
+        let shared = {
+            let slots = self.slots.borrow();
+            let shared = Rc::strong_count(&slots) > 1;
+            if !shared && slots.entries.borrow().is_empty() {
+                // The common case for a pooled object: nothing was ever attached.
+                return;
+            }
+            shared
+        };
         if shared {
             *self.slots.borrow_mut() = Self::fresh_slots();
         } else {
@@ -141,7 +149,8 @@ impl<F: ?Sized> Signal<F> {
 
     /// Number of attached slots.
     pub fn len(&self) -> usize {
-        self.shared()
+        self.slots
+            .borrow()
             .entries
             .borrow()
             .iter()
@@ -162,6 +171,10 @@ impl<F: ?Sized> Signal<F> {
     /// Calls `call` with each slot, in the order they were attached. `call` receives the slot
     /// and invokes it, e.g. `signal.emit(|slot| slot(conn, data))`. Returns how many slots ran.
     pub fn emit(&self, mut call: impl FnMut(&mut F)) -> usize {
+        if self.slots.borrow().entries.borrow().is_empty() {
+            return 0;
+        }
+        // Held for the whole emission: a slot may renew this signal while it runs.
         let slots = &self.shared();
         // Slots attached during this emission are left for the next one.
         let end = slots.entries.borrow().len();

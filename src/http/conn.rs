@@ -209,6 +209,10 @@ impl ConnCore {
         self.socket.write_owned(buf);
     }
 
+    pub(crate) fn write_with(&self, fill: &mut dyn FnMut(&mut Vec<u8>)) {
+        self.socket.write_with(fill);
+    }
+
     pub(crate) fn socket_cork(&self) {
         self.socket.cork();
     }

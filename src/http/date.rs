@@ -6,23 +6,27 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Length of an IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`.
 pub const DATE_LEN: usize = 29;
 
+/// `Date: ` + the date + CRLF: the whole field line of a response head.
+const LINE_LEN: usize = 6 + DATE_LEN + 2;
+
 struct DateCache {
-    /// Loop time (ms) at which `text` was last formatted; `u64::MAX` before the first use.
+    /// Loop time (ms) at which `line` was last formatted; `u64::MAX` before the first use.
     formatted_at: u64,
-    text: [u8; DATE_LEN],
+    /// `Date: <IMF-fixdate>\r\n`.
+    line: [u8; LINE_LEN],
 }
 
 thread_local! {
     static DATE: RefCell<DateCache> = const { RefCell::new(DateCache {
         formatted_at: u64::MAX,
-        text: [b' '; DATE_LEN],
+        line: [b' '; LINE_LEN],
     }) };
 }
 
-/// Calls `f` with the current date. `loop_now_ms` is the loop's cached clock: the text is only
-/// re-formatted (from the system clock) when that has moved on by a second, so a busy server
-/// formats it once per second rather than per response.
-pub fn with_date<R>(loop_now_ms: u64, f: impl FnOnce(&[u8; DATE_LEN]) -> R) -> R {
+/// Calls `f` with the whole `Date: <IMF-fixdate>\r\n` field line. `loop_now_ms` is the loop's
+/// cached clock: the line is only re-formatted (from the system clock) when that has moved on
+/// by a second, so a busy server formats it once per second rather than per response.
+pub(crate) fn with_date_line<R>(loop_now_ms: u64, f: impl FnOnce(&[u8; LINE_LEN]) -> R) -> R {
     DATE.with(|cell| {
         let mut cache = cell.borrow_mut();
         if cache.formatted_at == u64::MAX || loop_now_ms.wrapping_sub(cache.formatted_at) >= 1000 {
@@ -30,10 +34,14 @@ pub fn with_date<R>(loop_now_ms: u64, f: impl FnOnce(&[u8; DATE_LEN]) -> R) -> R
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
-            cache.text = format_imf_fixdate(secs);
+            let mut line = [0u8; LINE_LEN];
+            line[..6].copy_from_slice(b"Date: ");
+            line[6..6 + DATE_LEN].copy_from_slice(&format_imf_fixdate(secs));
+            line[6 + DATE_LEN..].copy_from_slice(b"\r\n");
+            cache.line = line;
             cache.formatted_at = loop_now_ms;
         }
-        f(&cache.text)
+        f(&cache.line)
     })
 }
 
@@ -104,8 +112,12 @@ mod tests {
 
     #[test]
     fn cached_within_a_second() {
-        let a = with_date(10_000, |d| *d);
-        let b = with_date(10_500, |d| *d);
+        let a = with_date_line(10_000, |d| *d);
+        let b = with_date_line(10_500, |d| *d);
         assert_eq!(a, b);
+        assert!(
+            a.starts_with(b"Date: ") && a.ends_with(b" GMT\r\n"),
+            "{a:?}"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! Writing response heads and chunk framing into a byte buffer.
 
-use super::date::with_date;
+use super::date::with_date_line;
 use super::response::Response;
 
 /// How the body of a response is delimited on the wire.
@@ -38,27 +38,47 @@ pub(crate) fn encode_head(
     loop_now_ms: u64,
 ) {
     let status = response.status();
-    // One reservation for the whole head: the fields plus room for the status line, Date,
-    // framing and Connection, so the pushes below never reallocate.
-    out.reserve(160 + response.headers().stored_len() + 4 * response.headers().len());
-    out.extend_from_slice(b"HTTP/1.1 ");
-    let code = status.as_u16();
-    if (100..1000).contains(&code) {
-        out.extend_from_slice(&[
-            b'0' + (code / 100) as u8,
-            b'0' + (code / 10 % 10) as u8,
-            b'0' + (code % 10) as u8,
-            b' ',
-        ]);
-    } else {
-        push_u64(out, code as u64);
-        out.push(b' ');
+    // One pass over the application's fields finds what changes the head (its own `Date`,
+    // `Connection` tokens to merge with ours) and sizes the single reservation, so the pushes
+    // below never reallocate.
+    let mut has_date = false;
+    let mut extra_connection: Option<&[u8]> = None;
+    let mut fields_len = 0;
+    for (name, value) in response.headers().iter_bytes() {
+        fields_len += name.len() + value.len() + 4;
+        if name.len() == 4 && name.eq_ignore_ascii_case(b"date") {
+            has_date = true;
+        } else if name.len() == 10 && name.eq_ignore_ascii_case(b"connection") {
+            extra_connection = Some(value);
+        }
     }
-    out.extend_from_slice(response.reason().as_bytes());
-    out.extend_from_slice(b"\r\n");
+    out.reserve(160 + fields_len);
+    match status
+        .status_line()
+        .filter(|_| !response.has_custom_reason())
+    {
+        Some(line) => out.extend_from_slice(line),
+        None => {
+            out.extend_from_slice(b"HTTP/1.1 ");
+            let code = status.as_u16();
+            if (100..1000).contains(&code) {
+                out.extend_from_slice(&[
+                    b'0' + (code / 100) as u8,
+                    b'0' + (code / 10 % 10) as u8,
+                    b'0' + (code % 10) as u8,
+                    b' ',
+                ]);
+            } else {
+                push_u64(out, code as u64);
+                out.push(b' ');
+            }
+            out.extend_from_slice(response.reason().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
     for (name, value) in response.headers().iter_bytes() {
         // "Connection: upgrade" etc. are written below with our own Connection decision.
-        if name.eq_ignore_ascii_case(b"connection") {
+        if name.len() == 10 && name.eq_ignore_ascii_case(b"connection") {
             continue;
         }
         out.extend_from_slice(name);
@@ -66,12 +86,8 @@ pub(crate) fn encode_head(
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
-    if !response.has("date") {
-        with_date(loop_now_ms, |date| {
-            out.extend_from_slice(b"Date: ");
-            out.extend_from_slice(date);
-            out.extend_from_slice(b"\r\n");
-        });
+    if !has_date {
+        with_date_line(loop_now_ms, |line| out.extend_from_slice(line));
     }
     match framing {
         Framing::Length(n) => {
@@ -92,18 +108,17 @@ pub(crate) fn encode_head(
         }
         Framing::UntilClose => {}
     }
-    let extra_connection = response.headers().get("connection");
     match (connection, extra_connection) {
         (ConnectionHeader::Close, _) => out.extend_from_slice(b"Connection: close\r\n"),
         (ConnectionHeader::KeepAlive, None) => out.extend_from_slice(b"Connection: keep-alive\r\n"),
         (ConnectionHeader::KeepAlive, Some(v)) => {
             out.extend_from_slice(b"Connection: keep-alive, ");
-            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(v);
             out.extend_from_slice(b"\r\n");
         }
         (ConnectionHeader::Omit, Some(v)) => {
             out.extend_from_slice(b"Connection: ");
-            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(v);
             out.extend_from_slice(b"\r\n");
         }
         (ConnectionHeader::Omit, None) => {}

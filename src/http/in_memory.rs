@@ -10,13 +10,31 @@ use super::server::Server;
 use crate::net::{Socket, SocketHandler};
 use crate::uv::{OwnedBuf, UvError};
 
-/// A socket whose "kernel" is a byte counter (or a buffer, when capture is on).
+/// A socket whose "kernel" is a byte counter (or a buffer, when capture is on). Like a real
+/// socket it gathers corked writes into one output buffer, so copies cost what they cost there.
 struct MemorySocket {
     handler: RefCell<Option<Weak<dyn SocketHandler>>>,
+    corks: Cell<u32>,
+    out: RefCell<Vec<u8>>,
     written: Cell<u64>,
     captured: RefCell<Vec<u8>>,
     capture: Cell<bool>,
     closing: Cell<bool>,
+}
+
+impl MemorySocket {
+    /// The "kernel" takes everything written so far.
+    fn flush_unless_corked(&self) {
+        if self.corks.get() > 0 {
+            return;
+        }
+        let mut out = self.out.borrow_mut();
+        self.written.set(self.written.get() + out.len() as u64);
+        if self.capture.get() {
+            self.captured.borrow_mut().extend_from_slice(&out);
+        }
+        out.clear();
+    }
 }
 
 impl Socket for MemorySocket {
@@ -26,17 +44,23 @@ impl Socket for MemorySocket {
     fn resume_reading(&self) {}
     fn pause_reading(&self) {}
     fn write(&self, data: &[u8]) {
-        self.written.set(self.written.get() + data.len() as u64);
-        if self.capture.get() {
-            self.captured.borrow_mut().extend_from_slice(data);
-        }
+        self.out.borrow_mut().extend_from_slice(data);
+        self.flush_unless_corked();
     }
     fn write_owned(&self, buf: OwnedBuf) {
         self.write(buf.as_slice());
         crate::net::pool::give_owned(buf);
     }
-    fn cork(&self) {}
+    fn write_with(&self, fill: &mut dyn FnMut(&mut Vec<u8>)) {
+        fill(&mut self.out.borrow_mut());
+        self.flush_unless_corked();
+    }
+    fn cork(&self) {
+        self.corks.set(self.corks.get() + 1);
+    }
     fn uncork(&self) -> Result<(), UvError> {
+        self.corks.set(self.corks.get().saturating_sub(1));
+        self.flush_unless_corked();
         Ok(())
     }
     fn queued_bytes(&self) -> usize {
@@ -93,6 +117,8 @@ impl InMemoryConnection {
     pub fn new(server: &Server) -> InMemoryConnection {
         let socket = Rc::new(MemorySocket {
             handler: RefCell::new(None),
+            corks: Cell::new(0),
+            out: RefCell::new(Vec::new()),
             written: Cell::new(0),
             captured: RefCell::new(Vec::new()),
             capture: Cell::new(false),

@@ -64,6 +64,11 @@ impl Response {
         self.reason.as_deref().unwrap_or(self.status.reason())
     }
 
+    /// True when [`Response::set_reason`] replaced the canonical phrase.
+    pub(crate) fn has_custom_reason(&self) -> bool {
+        self.reason.is_some()
+    }
+
     /// Overrides the reason phrase. CR and LF are removed, so it cannot break the head.
     pub fn set_reason(&mut self, reason: &str) -> &mut Self {
         self.reason = Some(

@@ -30,6 +30,10 @@ use crate::net::pool;
 use crate::signal::{signal_signature, Signal};
 use crate::uv::OwnedBuf;
 
+/// A sized body up to this many bytes goes out in the same buffer as its head (one copy,
+/// one buffer); larger bodies are queued on their own.
+const INLINE_BODY_MAX: usize = 16 * 1024;
+
 signal_signature!(
     (&ServerConnection),
     (&ServerConnection, &[u8]),
@@ -444,6 +448,13 @@ impl ServerConnection {
     /// Sends the response head. Chooses the body framing: the `Content-Length` if set, else
     /// chunked (HTTP/1.1) or until-close (HTTP/1.0); none for HEAD, 1xx, 204 and 304.
     pub fn send_header(&self) -> Result<(), SendError> {
+        self.send_head(&[]).map(|_| ())
+    }
+
+    /// Sends the head. `body`, when it is exactly the declared `Content-Length` and small, goes
+    /// out in the same write (the head is encoded straight into the socket's buffer, the body
+    /// copied behind it) and finishes the response; returns whether it did.
+    fn send_head(&self, body: &[u8]) -> Result<bool, SendError> {
         let core = self.live_core()?;
         if self.headers_sent.get() {
             return Err(SendError::HeadersAlreadySent);
@@ -454,22 +465,36 @@ impl ServerConnection {
             self.continue_sent.set(true);
             self.emit_static(&core, CONTINUE_HEAD);
         }
-        let mut head = pool::take_bytes();
-        encode_head(
-            &mut head,
-            &self.response.borrow(),
-            framing,
-            connection,
-            core.now(),
-        );
+        let inline = !body.is_empty()
+            && body.len() <= INLINE_BODY_MAX
+            && framing == Framing::Length(body.len() as u64);
+        let now = core.now();
+        let mut fill = |out: &mut Vec<u8>| {
+            encode_head(out, &self.response.borrow(), framing, connection, now);
+            if inline {
+                out.extend_from_slice(body);
+            }
+        };
+        if self.is_head.get() {
+            core.write_with(&mut fill);
+        } else {
+            let mut buf = pool::take_bytes();
+            fill(&mut buf);
+            self.buffer(OwnedBuf::Vec(buf));
+        }
         self.headers_sent.set(true);
-        self.output.borrow_mut().framing = Some(framing);
-        self.emit(&core, OwnedBuf::Vec(head));
-        if framing == Framing::None || framing == Framing::Length(0) {
+        {
+            let mut o = self.output.borrow_mut();
+            o.framing = Some(framing);
+            if inline {
+                o.sent = body.len() as u64;
+            }
+        }
+        if inline || framing == Framing::None || framing == Framing::Length(0) {
             self.finish(&core);
         }
         core.socket_uncork();
-        Ok(())
+        Ok(inline)
     }
 
     fn decide_framing(&self, core: &ConnCore) -> (Framing, ConnectionHeader) {
@@ -727,8 +752,8 @@ impl ServerConnection {
         }
         core.socket_cork();
         self.responding.set(true);
-        let result = self.send_header().and_then(|_| {
-            if !body.is_empty() && !self.complete.get() {
+        let result = self.send_head(body).and_then(|inline| {
+            if !inline && !body.is_empty() && !self.complete.get() {
                 self.send(body).map(|_| ())
             } else {
                 Ok(())

@@ -29,6 +29,15 @@ macro_rules! status_codes {
                     _ => "",
                 }
             }
+
+            /// The whole HTTP/1.1 status line with its CRLF, for a registered code: one copy
+            /// per response head instead of assembling it.
+            pub(crate) fn status_line(&self) -> Option<&'static [u8]> {
+                match self.0 {
+                    $( $num => Some(concat!("HTTP/1.1 ", stringify!($num), " ", $phrase, "\r\n").as_bytes()), )+
+                    _ => None,
+                }
+            }
         }
     };
 }

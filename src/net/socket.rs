@@ -35,6 +35,15 @@ pub trait Socket {
     fn write(&self, data: &[u8]);
     /// Queues an owned buffer without copying it.
     fn write_owned(&self, buf: OwnedBuf);
+    /// Queues what `fill` appends to the buffer it is given: for output produced in place
+    /// (a response head) with no intermediate copy. `fill` may only append, and must not call
+    /// back into this socket. The default builds a pooled buffer and writes a copy of it.
+    fn write_with(&self, fill: &mut dyn FnMut(&mut Vec<u8>)) {
+        let mut v = super::pool::take_bytes();
+        fill(&mut v);
+        self.write(&v);
+        super::pool::give_bytes(v);
+    }
     /// Defers flushing until the matching [`Socket::uncork`]: writes made while corked go out in
     /// one gathered write.
     fn cork(&self);

@@ -155,6 +155,30 @@ impl TcpSocket {
         q.push_back(OwnedBuf::Vec(v));
     }
 
+    /// Appends produced bytes to the last queued buffer (coalescing like `queue_copy`).
+    fn queue_with(&self, fill: &mut dyn FnMut(&mut Vec<u8>)) {
+        let mut guard = self.out.borrow_mut();
+        let out = &mut *guard;
+        let q = out.pending.get_or_insert_with(pool::take_queue);
+        let reuse = matches!(q.back(), Some(OwnedBuf::Vec(last)) if last.len() < COALESCE_LIMIT);
+        if !reuse {
+            q.push_back(OwnedBuf::Vec(pool::take_bytes()));
+        }
+        let Some(OwnedBuf::Vec(last)) = q.back_mut() else {
+            unreachable!("a vector was just ensured at the back");
+        };
+        let before = last.len();
+        fill(last);
+        let added = last.len() - before;
+        if added == 0 && !reuse {
+            // Never leave an empty buffer queued: flushing could not make progress on it.
+            if let Some(b) = q.pop_back() {
+                pool::give_owned(b);
+            }
+        }
+        out.pending_bytes += added;
+    }
+
     fn queued(&self) -> usize {
         let out = self.out.borrow();
         out.pending_bytes + out.in_flight_bytes
@@ -352,6 +376,19 @@ impl Socket for TcpSocket {
             return;
         }
         self.queue_buf(buf);
+        self.note_queue_growth();
+        if self.corks.get() == 0 {
+            if let Err(e) = self.flush() {
+                log::debug!("write failed: {e}");
+            }
+        }
+    }
+
+    fn write_with(&self, fill: &mut dyn FnMut(&mut Vec<u8>)) {
+        if self.state.get() != State::Open {
+            return;
+        }
+        self.queue_with(fill);
         self.note_queue_growth();
         if self.corks.get() == 0 {
             if let Err(e) = self.flush() {

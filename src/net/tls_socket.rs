@@ -276,6 +276,27 @@ impl Socket for TlsSocket {
         self.write(buf.as_slice());
     }
 
+    fn write_with(&self, fill: &mut dyn FnMut(&mut Vec<u8>)) {
+        if self.failed.get() {
+            return;
+        }
+        if self.corks.get() > 0 {
+            // Straight into the plaintext that becomes one record at the uncork.
+            let mut buf = self.corked.borrow_mut();
+            if buf.capacity() == 0 {
+                *buf = pool::take_bytes();
+            }
+            fill(&mut buf);
+            return;
+        }
+        let mut v = pool::take_bytes();
+        fill(&mut v);
+        if !v.is_empty() {
+            self.encrypt(&v);
+        }
+        pool::give_bytes(v);
+    }
+
     fn cork(&self) {
         self.corks.set(self.corks.get() + 1);
         self.tcp.cork();
