@@ -149,6 +149,12 @@ impl InMemoryConnection {
         std::mem::take(&mut *self.socket.captured.borrow_mut())
     }
 
+    /// True while the connection holds its busy state (requests in line, unparsed bytes, a
+    /// body being read); an idle keep-alive connection gives it back to the pool.
+    pub fn holds_busy_state(&self) -> bool {
+        self.core.holds_busy_state()
+    }
+
     /// True once the connection decided to close.
     pub fn is_closing(&self) -> bool {
         self.socket.closing.get()

@@ -427,6 +427,11 @@ impl ServerShared {
         self.lp.now()
     }
 
+    /// The connection settings in force now.
+    pub(crate) fn conn_config(&self) -> Rc<ConnConfig> {
+        self.config.borrow().clone()
+    }
+
     pub(crate) fn event_loop(&self) -> Loop {
         self.lp
     }
