@@ -1,5 +1,8 @@
 //! TCP sockets and listeners: libuv's TCP handle plus an output queue.
 //!
+//! Memory: a [`TcpSocket`] is one heap block, libuv's `uv_tcp_t` included (see
+//! `uv::TcpCell`). Keeping that block small is what an idle keep-alive connection costs.
+//!
 //! Writing: bytes queue in per-thread pooled buffers; a flush gathers them into one
 //! `uv_try_write` and only what the kernel did not take becomes a `uv_write` request (at most one
 //! in flight, the rest waits). Corking lets the HTTP layer gather every response produced by one
@@ -17,7 +20,9 @@ use std::rc::{Rc, Weak};
 
 use super::pool;
 use super::socket::{Socket, SocketHandler};
-use crate::uv::{Loop, OwnedBuf, StreamHandler, TcpHandle, UvError, MAX_IOVECS};
+use crate::uv::{
+    EmbedsTcp, Loop, OwnedBuf, StreamHandler, TcpCell, TcpHandle, TcpRef, UvError, MAX_IOVECS,
+};
 
 /// Coalesce small copied writes into one buffer up to this size.
 const COALESCE_LIMIT: usize = 64 * 1024;
@@ -47,7 +52,9 @@ struct OutQueue {
 
 /// A TCP connection on the loop.
 pub struct TcpSocket {
-    handle: TcpHandle,
+    /// libuv's handle, in this allocation; its close callback frees the block (see
+    /// `uv::TcpCell`), and dropping the last `Rc` closes it.
+    tcp: TcpCell<TcpSocket>,
     handler: RefCell<Option<Weak<dyn SocketHandler>>>,
     out: RefCell<OutQueue>,
     state: Cell<State>,
@@ -65,11 +72,17 @@ pub struct TcpSocket {
     written: Cell<u64>,
 }
 
+impl EmbedsTcp for TcpSocket {
+    fn tcp_cell(&self) -> &TcpCell<Self> {
+        &self.tcp
+    }
+}
+
 impl TcpSocket {
-    /// Wraps a connected (accepted) handle.
-    pub fn from_handle(handle: TcpHandle) -> Rc<TcpSocket> {
-        let sock = Rc::new(TcpSocket {
-            handle,
+    /// A socket whose handle is not initialised yet.
+    fn alloc() -> Rc<TcpSocket> {
+        Rc::new(TcpSocket {
+            tcp: TcpCell::new(),
             handler: RefCell::new(None),
             out: RefCell::new(OutQueue::default()),
             state: Cell::new(State::Open),
@@ -84,9 +97,31 @@ impl TcpSocket {
             over_high_water: Cell::new(false),
             drain_owed: Cell::new(false),
             written: Cell::new(0),
-        });
-        let weak: Weak<dyn StreamHandler> = Rc::downgrade(&sock) as Weak<dyn StreamHandler>;
-        sock.handle.set_handler(weak);
+        })
+    }
+
+    /// A socket with an initialised, unconnected handle on `lp`.
+    fn open(lp: Loop) -> Result<Rc<TcpSocket>, UvError> {
+        let sock = Self::alloc();
+        TcpRef::init(&sock, lp)?;
+        Ok(sock)
+    }
+
+    fn tcp(&self) -> TcpRef<'_, TcpSocket> {
+        TcpRef::of(self)
+    }
+
+    /// Takes over a connected (accepted) handle. The socket embeds a handle of its own, so the
+    /// connection's descriptor is duplicated into it and `handle` is closed; the handle must
+    /// have no writes queued. [`TcpListener::accept`] and [`TcpSocket::from_std`] need no
+    /// duplicate. If the take-over fails (no descriptor left, writes queued, or a platform
+    /// without descriptors), the error is logged and the socket is returned already closed.
+    pub fn from_handle(handle: TcpHandle) -> Rc<TcpSocket> {
+        let sock = Self::alloc();
+        if let Err(e) = TcpRef::take_over(&sock, handle) {
+            log::error!("cannot take over a TCP handle: {e}");
+            sock.state.set(State::Closed);
+        }
         sock
     }
 
@@ -96,14 +131,13 @@ impl TcpSocket {
         addr: SocketAddr,
         on_connect: impl FnOnce(Result<Rc<TcpSocket>, UvError>) + 'static,
     ) -> Result<Rc<TcpSocket>, UvError> {
-        let handle = TcpHandle::new(lp)?;
-        let sock = TcpSocket::from_handle(handle);
+        let sock = TcpSocket::open(lp)?;
         let weak = Rc::downgrade(&sock);
-        sock.handle.connect(&addr, move |result| {
+        sock.tcp().connect(&addr, move |result| {
             let Some(sock) = weak.upgrade() else { return };
             match result {
                 Ok(()) => {
-                    let _ = sock.handle.set_nodelay(true);
+                    let _ = sock.set_nodelay(true);
                     on_connect(Ok(sock))
                 }
                 Err(e) => {
@@ -118,14 +152,14 @@ impl TcpSocket {
     /// Adopts an accepted std stream (e.g. from an acceptor thread).
     #[cfg(unix)]
     pub fn from_std(lp: Loop, stream: std::net::TcpStream) -> Result<Rc<TcpSocket>, UvError> {
-        Ok(TcpSocket::from_handle(TcpHandle::from_std_stream(
-            lp, stream,
-        )?))
+        let sock = TcpSocket::open(lp)?;
+        sock.tcp().adopt_std_stream(stream)?;
+        Ok(sock)
     }
 
     /// Sets TCP_NODELAY: responses go out as soon as they are written.
     pub fn set_nodelay(&self, enable: bool) -> Result<(), UvError> {
-        self.handle.set_nodelay(enable)
+        self.tcp().set_nodelay(enable)
     }
 
     fn handler(&self) -> Option<Rc<dyn SocketHandler>> {
@@ -210,7 +244,7 @@ impl TcpSocket {
                 total += s.len();
                 n += 1;
             }
-            let written = match self.handle.try_write(&slices[..n]) {
+            let written = match self.tcp().try_write(&slices[..n]) {
                 Ok(w) => w,
                 Err(e) => {
                     drop(guard);
@@ -260,7 +294,7 @@ impl TcpSocket {
                 out.in_flight_bytes = bytes;
                 out.in_flight = true;
                 drop(guard);
-                if let Err(e) = self.handle.write(bufs, skip) {
+                if let Err(e) = self.tcp().write(bufs, skip) {
                     self.close();
                     return Err(e);
                 }
@@ -283,7 +317,7 @@ impl TcpSocket {
         if self.shutdown_started.replace(true) {
             return;
         }
-        if let Err(e) = self.handle.shutdown() {
+        if let Err(e) = self.tcp().shutdown() {
             log::debug!("shutdown failed, closing: {e}");
             self.finish_close(None);
         }
@@ -320,7 +354,7 @@ impl Socket for TcpSocket {
         if self.state.get() == State::Closed || self.reading.get() || self.eof.get() {
             return;
         }
-        match self.handle.read_start() {
+        match self.tcp().read_start() {
             Ok(()) => self.reading.set(true),
             Err(e) => log::debug!("read_start failed: {e}"),
         }
@@ -329,7 +363,7 @@ impl Socket for TcpSocket {
     fn pause_reading(&self) {
         // A closing socket keeps reading: it must see the peer's FIN.
         if self.reading.get() && self.state.get() == State::Open {
-            self.handle.read_stop();
+            self.tcp().read_stop();
             self.reading.set(false);
         }
     }
@@ -413,7 +447,7 @@ impl Socket for TcpSocket {
         }
         self.state.set(State::Closing);
         // Keep reading so the peer's FIN (or excess data) is noticed while we linger.
-        if !self.reading.get() && !self.eof.get() && self.handle.read_start().is_ok() {
+        if !self.reading.get() && !self.eof.get() && self.tcp().read_start().is_ok() {
             self.reading.set(true);
         }
         if self.corks.get() == 0 {
@@ -427,7 +461,7 @@ impl Socket for TcpSocket {
         if self.state.replace(State::Closed) == State::Closed {
             return;
         }
-        self.handle.close();
+        self.tcp().close();
         self.release_queue();
     }
 
@@ -435,7 +469,7 @@ impl Socket for TcpSocket {
         if self.state.replace(State::Closed) == State::Closed {
             return;
         }
-        self.handle.close_reset();
+        self.tcp().close_reset();
         self.release_queue();
     }
 
@@ -455,14 +489,14 @@ impl Socket for TcpSocket {
         if self.state.get() == State::Closed {
             return None;
         }
-        self.handle.peer_addr()
+        self.tcp().peer_addr()
     }
 
     fn local_addr(&self) -> Option<SocketAddr> {
         if self.state.get() == State::Closed {
             return None;
         }
-        self.handle.local_addr()
+        self.tcp().local_addr()
     }
 }
 
@@ -505,10 +539,7 @@ impl StreamHandler for TcpSocket {
                 State::Closed => {}
             }
         } else {
-            log::debug!(
-                "connection from {:?} failed: {err}",
-                self.handle.peer_addr()
-            );
+            log::debug!("connection from {:?} failed: {err}", self.tcp().peer_addr());
             self.finish_close(Some(err.context("read")));
         }
     }
@@ -600,8 +631,11 @@ impl TcpListener {
 
     /// Accepts one pending connection.
     pub fn accept(&self) -> Result<Rc<TcpSocket>, UvError> {
-        let handle = self.handle.accept(self.lp)?;
-        Ok(TcpSocket::from_handle(handle))
+        // libuv accepts into an initialised handle: the socket (with its embedded handle) is
+        // allocated first. On failure, dropping it closes and frees the unused handle.
+        let sock = TcpSocket::open(self.lp)?;
+        self.handle.accept_into(&*sock)?;
+        Ok(sock)
     }
 
     /// The bound address (with the real port when 0 was asked).
@@ -612,5 +646,54 @@ impl TcpListener {
     /// Stops listening and closes the socket.
     pub fn close(&self) {
         self.handle.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+    use crate::uv::{OwnedLoop, RunMode};
+
+    fn pair() -> (std::net::TcpStream, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, _) = listener.accept().unwrap();
+        (ours, peer)
+    }
+
+    #[test]
+    fn from_handle_takes_over_the_connection() {
+        let lp = OwnedLoop::new().unwrap();
+        let (ours, mut peer) = pair();
+        let handle = TcpHandle::from_std_stream(lp.handle(), ours).unwrap();
+        let sock = TcpSocket::from_handle(handle);
+        assert!(!sock.is_closed());
+        assert_eq!(sock.peer_addr(), Some(peer.local_addr().unwrap()));
+        sock.write(b"taken over");
+        sock.close_after_flush_without_linger();
+        while !sock.is_closed() {
+            lp.handle().run(RunMode::Once);
+        }
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"taken over");
+        drop(sock);
+        lp.close()
+            .expect("the old handle and the new one are both closed");
+    }
+
+    #[test]
+    fn from_handle_of_a_closed_handle_gives_a_closed_socket() {
+        let lp = OwnedLoop::new().unwrap();
+        let handle = TcpHandle::new(lp.handle()).unwrap();
+        handle.close();
+        let sock = TcpSocket::from_handle(handle);
+        assert!(sock.is_closed());
+        sock.write(b"dropped");
+        assert_eq!(sock.queued_bytes(), 0);
+        drop(sock);
+        lp.close().expect("no handle left open");
     }
 }
