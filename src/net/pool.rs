@@ -7,6 +7,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 
+use super::tcp::OutQueue;
 use crate::uv::OwnedBuf;
 
 /// Capacity a fresh output buffer starts with: a typical response head plus a small body.
@@ -19,10 +20,16 @@ const MAX_POOLED: usize = 256;
 struct Pools {
     bytes: Vec<Vec<u8>>,
     queues: Vec<VecDeque<OwnedBuf>>,
+    // Boxed on purpose: a socket holds its queue as a box, so pooling the boxes themselves is
+    // what makes taking one free of allocation.
+    #[allow(clippy::vec_box)]
+    out_queues: Vec<Box<OutQueue>>,
 }
 
 thread_local! {
-    static POOLS: RefCell<Pools> = const { RefCell::new(Pools { bytes: Vec::new(), queues: Vec::new() }) };
+    static POOLS: RefCell<Pools> = const {
+        RefCell::new(Pools { bytes: Vec::new(), queues: Vec::new(), out_queues: Vec::new() })
+    };
 }
 
 /// An empty byte buffer with some capacity.
@@ -72,6 +79,26 @@ pub(crate) fn give_queue(mut q: VecDeque<OwnedBuf>) {
         let mut p = p.borrow_mut();
         if p.queues.len() < MAX_POOLED {
             p.queues.push(q);
+        }
+    });
+}
+
+/// An empty socket output queue (boxed: a socket holds one only while it has output).
+pub(crate) fn take_out_queue() -> Box<OutQueue> {
+    POOLS
+        .with(|p| p.borrow_mut().out_queues.pop())
+        .unwrap_or_default()
+}
+
+/// Returns a socket's output queue; whatever it still holds goes back to the pools too.
+pub(crate) fn give_out_queue(mut q: Box<OutQueue>) {
+    if !q.reset() {
+        return;
+    }
+    POOLS.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.out_queues.len() < MAX_POOLED {
+            p.out_queues.push(q);
         }
     });
 }

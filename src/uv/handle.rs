@@ -4,7 +4,8 @@
 //! Each handle lives in a `Box<Inner>` whose first use is the libuv struct; `data` points back
 //! at the box. The Rust owner holds a raw pointer and never frees the box itself: it calls
 //! `uv_close`, and the close callback frees it. Until then libuv may still call back, so the
-//! box must stay put; after it, nothing may touch it.
+//! box must stay put; after it, nothing may touch it. (TCP handles follow the same rule inside
+//! their owner's allocation instead of a box of their own: see `tcp.rs`.)
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

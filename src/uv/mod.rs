@@ -1,7 +1,8 @@
 //! The libuv layer: the only code that calls libuv.
 //!
-//! Every handle lives on the heap at a stable address, is owned by exactly one Rust value, and
-//! is freed in its close callback (see `handle.rs`). Nothing here is `Send`: a loop and its
+//! Every handle lives on the heap at a stable address and is freed in its close callback: in a
+//! box of its own (see `handle.rs`), or, for TCP, inside its owner's `Rc` allocation (see
+//! `tcp.rs`). Nothing here is `Send`: a loop and its
 //! handles belong to the thread that runs the loop; [`Remote`] is the one way in from another
 //! thread.
 
@@ -27,6 +28,7 @@ pub use random::fill_random;
 pub use signal_handle::{SignalHandle, SIGINT, SIGTERM};
 #[cfg(unix)]
 pub use tcp::take_systemd_listener;
+pub(crate) use tcp::{EmbedsTcp, TcpCell, TcpRef};
 pub use tcp::{StreamHandler, TcpHandle, MAX_IOVECS};
 pub use timer::Timer;
 

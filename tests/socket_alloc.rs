@@ -1,0 +1,71 @@
+//! Writing through a real `TcpSocket` allocates nothing in steady state: the socket's output
+//! queue is a pooled box that exists only while there is output, and the buffers it queues are
+//! pooled too. A counting global allocator watches 10,000 corked writes after a warm-up.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use uvhttp::net::{Socket, TcpSocket};
+use uvhttp::uv::{OwnedBuf, OwnedLoop};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nHello, World!";
+
+#[test]
+fn writes_through_a_tcp_socket_allocate_nothing_in_steady_state() {
+    let lp = OwnedLoop::new().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (ours, _) = listener.accept().unwrap();
+    let sock = TcpSocket::from_std(lp.handle(), ours).unwrap();
+    let mut received = [0u8; 2 * RESPONSE.len()];
+    let mut exchange = |rounds: usize| {
+        for _ in 0..rounds {
+            // One copied and one owned buffer, gathered into one write by the cork.
+            sock.cork();
+            sock.write(RESPONSE);
+            sock.write_owned(OwnedBuf::Static(RESPONSE));
+            sock.uncork().unwrap();
+            assert_eq!(sock.queued_bytes(), 0, "the kernel took it all");
+            peer.read_exact(&mut received).unwrap();
+        }
+    };
+    // Warm-up: the pools get their buffers and queue.
+    exchange(100);
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    exchange(10_000);
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    assert_eq!(
+        allocations, 0,
+        "allocations during 10,000 steady-state writes"
+    );
+    assert_eq!(&received[..RESPONSE.len()], RESPONSE);
+    sock.close();
+    drop(sock);
+    lp.close().expect("no handle left open");
+}
