@@ -334,7 +334,8 @@ fn absolute_scheme_len(target: &str) -> Option<usize> {
 
 /// Splits `path?query` starting at `from` in `target`.
 fn path_and_query(target: &str, from: usize) -> (Range<usize>, Option<Range<usize>>) {
-    match target[from..].find('?') {
+    // A byte search: '?' is ASCII, so its position is a char boundary.
+    match target.as_bytes()[from..].iter().position(|&b| b == b'?') {
         Some(q) => (from..from + q, Some(from + q + 1..target.len())),
         None => (from..target.len(), None),
     }

@@ -253,27 +253,29 @@ impl TcpSocket {
     }
 
     /// Appends produced bytes to the last queued buffer (coalescing like `queue_copy`).
+    /// `fill` must not call back into this socket (the queue is taken out while it runs).
     fn queue_with(&self, fill: &mut dyn FnMut(&mut Vec<u8>)) {
-        let mut guard = self.out.borrow_mut();
-        let out = &mut *guard;
-        let q = out.pending.get_or_insert_with(pool::take_queue);
-        let reuse = matches!(q.back(), Some(OwnedBuf::Vec(last)) if last.len() < COALESCE_LIMIT);
-        if !reuse {
-            q.push_back(OwnedBuf::Vec(pool::take_bytes()));
-        }
-        let Some(OwnedBuf::Vec(last)) = q.back_mut() else {
-            unreachable!("a vector was just ensured at the back");
-        };
-        let before = last.len();
-        fill(last);
-        let added = last.len() - before;
-        if added == 0 && !reuse {
-            // Never leave an empty buffer queued: flushing could not make progress on it.
-            if let Some(b) = q.pop_back() {
-                pool::give_owned(b);
+        self.with_out(|out| {
+            let q = &mut out.pending;
+            let reuse =
+                matches!(q.back(), Some(OwnedBuf::Vec(last)) if last.len() < COALESCE_LIMIT);
+            if !reuse {
+                q.push_back(OwnedBuf::Vec(pool::take_bytes()));
             }
-        }
-        out.pending_bytes += added;
+            let Some(OwnedBuf::Vec(last)) = q.back_mut() else {
+                unreachable!("a vector was just ensured at the back");
+            };
+            let before = last.len();
+            fill(last);
+            let added = last.len() - before;
+            if added == 0 && !reuse {
+                // Never leave an empty buffer queued: flushing could not make progress on it.
+                if let Some(b) = q.pop_back() {
+                    pool::give_owned(b);
+                }
+            }
+            out.pending_bytes += added;
+        });
     }
 
     fn queued(&self) -> usize {
