@@ -205,6 +205,11 @@ impl HeadParser {
         req: &mut Request,
     ) -> Result<Option<(usize, BodyKind)>, HttpError> {
         let max_fields = limits.max_headers.min(MAX_HEADERS_CAP);
+        if self.scanned == 0 {
+            if let Some(done) = parse_complete_request_head(buf, limits, max_fields, req) {
+                return done.map(Some);
+            }
+        }
         let head_len = match self.scan(buf, limits, max_fields, false) {
             Ok(Some(len)) => len,
             Ok(None) => return Ok(None),
@@ -336,6 +341,42 @@ impl HeadParser {
 /// httparse's header array type for one parse.
 type HeaderSlots<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS_CAP];
 
+/// The fast path for a head that arrived whole (the usual case): httparse alone finds its end
+/// and parses it, and the rules the scanner enforces are checked on the result. `None` means
+/// "not sure": incomplete, malformed, blank lines before it, or near a limit; the scanner then
+/// takes over and gives the precise answer, so only clean heads are accepted here.
+fn parse_complete_request_head(
+    buf: &[u8],
+    limits: &HeadLimits,
+    max_fields: usize,
+    req: &mut Request,
+) -> Option<Result<(usize, BodyKind), HttpError>> {
+    let window = &buf[..buf.len().min(limits.max_head_size)];
+    let mut slots: HeaderSlots<'_> = [MaybeUninit::uninit(); MAX_HEADERS_CAP];
+    let mut parsed = httparse::Request::new(&mut []);
+    let slots = slots.get_mut(..max_fields).unwrap_or_default();
+    let Ok(httparse::Status::Complete(head_len)) = parsed.parse_with_uninit_headers(window, slots)
+    else {
+        return None;
+    };
+    let (Some(method), Some(target)) = (parsed.method, parsed.path) else {
+        return None;
+    };
+    // httparse also accepts bare LF line endings, which RFC 9112 lets a server reject and the
+    // scanner does. It rejects a CR that is not followed by LF, so when the head holds exactly
+    // one CR and one LF per line (request-line, fields, blank line), every line ends in CRLF.
+    // Leading blank lines also fail this test and go to the scanner.
+    let lines = parsed.headers.len() + 2;
+    let head = &window[..head_len];
+    let (cr, lf) = count_cr_lf(head);
+    // The request-line is `method SP target SP HTTP/1.x` (httparse allows no other spacing).
+    let request_line = method.len() + target.len() + 10;
+    if cr != lines || lf != lines || request_line > limits.max_request_line {
+        return None;
+    }
+    Some(fill_request(&parsed, req).map(|kind| (head_len, kind)))
+}
+
 fn parse_request_head(
     head: &[u8],
     max_fields: usize,
@@ -360,6 +401,14 @@ fn parse_request_head(
             }))
         }
     }
+    fill_request(&parsed, req)
+}
+
+/// Copies a parsed request head into `req` and works out how its body is framed.
+fn fill_request(
+    parsed: &httparse::Request<'_, '_>,
+    req: &mut Request,
+) -> Result<BodyKind, HttpError> {
     let (Some(method), Some(target), Some(minor)) = (parsed.method, parsed.path, parsed.version)
     else {
         return Err(HttpError::bad_request("malformed request-line"));
@@ -423,6 +472,31 @@ fn find_line_break(hay: &[u8]) -> Option<usize> {
         .iter()
         .position(|&b| b == b'\r' || b == b'\n')
         .map(|p| base + p)
+}
+
+/// How many CR and how many LF bytes `hay` holds, eight bytes at a time. Exact per byte (no
+/// borrow between bytes): the low seven bits of a byte plus 0x7f carry into its high bit only
+/// if they are not all zero; OR-ing the byte's own high bit leaves it clear only for zero.
+fn count_cr_lf(hay: &[u8]) -> (usize, usize) {
+    const LO7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const CR: u64 = 0x0101_0101_0101_0101 * b'\r' as u64;
+    const LF: u64 = 0x0101_0101_0101_0101 * b'\n' as u64;
+    #[inline]
+    fn zero_bytes(x: u64) -> u32 {
+        (!(((x & LO7).wrapping_add(LO7)) | x | LO7)).count_ones()
+    }
+    let mut chunks = hay.chunks_exact(8);
+    let (mut cr, mut lf) = (0, 0);
+    for chunk in &mut chunks {
+        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        cr += zero_bytes(w ^ CR) as usize;
+        lf += zero_bytes(w ^ LF) as usize;
+    }
+    for &b in chunks.remainder() {
+        cr += usize::from(b == b'\r');
+        lf += usize::from(b == b'\n');
+    }
+    (cr, lf)
 }
 
 /// httparse accepts some bytes in a target that RFC 9112 does not.
@@ -1382,6 +1456,88 @@ mod tests {
             assert_eq!(err.status.as_u16(), 400);
             assert!(err.reason.contains("bare LF"), "{}", err.reason);
         }
+    }
+
+    #[test]
+    fn a_bare_cr_and_a_bare_lf_that_balance_out_are_still_400() {
+        // The whole-head fast path counts CRs and LFs against the lines httparse saw: a stray
+        // CR inside a value plus a bare LF elsewhere keeps the counts equal, so the rejection
+        // must come from httparse refusing the bare CR (the scanner then names it).
+        for text in [
+            &b"GET / HTTP/1.1\r\nA: x\ry\nB: z\r\n\r\n"[..],
+            b"GET / HTTP/1.1\nA: x\ry\r\n\r\n",
+            b"GET /a\rb HTTP/1.1\nHost: h\r\n\r\n",
+        ] {
+            let err = parse(text).unwrap_err();
+            assert_eq!(
+                err.status.as_u16(),
+                400,
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
+        }
+    }
+
+    #[test]
+    fn cr_and_lf_are_counted_exactly() {
+        for text in [
+            &b""[..],
+            b"\r",
+            b"\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"\x8d\x8a\r\n\x0d\x0a\xff\x00\x0c\x0e\x09\x0b\r\r\n\n",
+        ] {
+            let cr = text.iter().filter(|&&b| b == b'\r').count();
+            let lf = text.iter().filter(|&&b| b == b'\n').count();
+            assert_eq!(count_cr_lf(text), (cr, lf), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn whole_heads_and_heads_in_pieces_parse_alike() {
+        // The fast path (whole head) and the scanner (head split across reads) must agree.
+        let text = b"POST /p?q=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nX-A: b\r\n\r\nabc";
+        let (whole, len, kind) = parse_ok(text);
+        let mut split = Request::new();
+        let mut parser = HeadParser::new();
+        assert_eq!(
+            parser
+                .parse_request(&text[..20], &limits(), &mut split)
+                .unwrap(),
+            None
+        );
+        let (len2, kind2) = parser
+            .parse_request(text, &limits(), &mut split)
+            .unwrap()
+            .unwrap();
+        assert_eq!((len, kind), (len2, kind2));
+        assert_eq!(len, text.len() - 3);
+        assert_eq!(whole.target(), split.target());
+        assert_eq!(whole.headers(), split.headers());
+        assert_eq!(whole.content_length(), Some(3));
+    }
+
+    #[test]
+    fn a_request_line_at_the_limit_is_accepted_and_one_byte_over_is_414() {
+        let limits = HeadLimits {
+            max_request_line: 40,
+            ..HeadLimits::default()
+        };
+        let line_with = |len: usize| {
+            let path = "/".to_string() + &"a".repeat(len - "GET  HTTP/1.1".len() - 1);
+            format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n")
+        };
+        let mut req = Request::new();
+        let ok = line_with(40);
+        assert!(HeadParser::new()
+            .parse_request(ok.as_bytes(), &limits, &mut req)
+            .unwrap()
+            .is_some());
+        let over = line_with(41);
+        let err = HeadParser::new()
+            .parse_request(over.as_bytes(), &limits, &mut req)
+            .unwrap_err();
+        assert_eq!(err.status.as_u16(), 414, "{}", err.reason);
     }
 
     #[test]
