@@ -16,42 +16,69 @@ static BLOCK: [u8; 65536] = [b'x'; 65536];
 
 /// Answers one request of the sample server.
 pub fn route(conn: &ServerConnection) {
-    let (method, path) = {
+    // Decide while the request is borrowed, answer after: handlers borrow it again. Only the
+    // rare `/status/` route copies anything, so the hot routes allocate nothing.
+    let route = {
         let req = conn.request();
-        (req.method(), req.path().to_string())
+        match (req.method(), req.path()) {
+            (Method::Get | Method::Head, "/") => Route::Hello,
+            (Method::Post | Method::Put, "/echo") => Route::Echo,
+            (Method::Get | Method::Head, "/big") => Route::Big,
+            (Method::Get | Method::Head, p) if p.starts_with("/status/") => {
+                Route::Status(p[8..].to_string())
+            }
+            (Method::Get, "/ws") => Route::WebSocket,
+            (Method::Get, "/delay") => Route::Delay,
+            (Method::Get, "/thread") => Route::Thread,
+            (Method::Get, "/sse") => Route::Sse,
+            (Method::Get, "/stream") => Route::Stream,
+            _ => Route::NotFound,
+        }
     };
-    match (method, path.as_str()) {
-        (Method::Get | Method::Head, "/") => {
+    match route {
+        Route::Hello => {
             let _ = conn.respond(StatusCode::OK, "text/plain", b"Hello, World!");
         }
-        (Method::Post | Method::Put, "/echo") => echo(conn),
-        (Method::Get | Method::Head, "/big") => big(conn),
-        (Method::Get | Method::Head, p) if p.starts_with("/status/") => status(conn, &p[8..]),
-        (Method::Get, "/ws") => websocket_echo(conn),
-        (Method::Get, "/delay") => delay(conn),
-        (Method::Get, "/thread") => thread(conn),
-        (Method::Get, "/sse") => sse(conn),
-        (Method::Get, "/stream") => stream(conn),
-        _ => {
+        Route::Echo => echo(conn),
+        Route::Big => big(conn),
+        Route::Status(code) => status(conn, &code),
+        Route::WebSocket => websocket_echo(conn),
+        Route::Delay => delay(conn),
+        Route::Thread => thread(conn),
+        Route::Sse => sse(conn),
+        Route::Stream => stream(conn),
+        Route::NotFound => {
             let _ = conn.respond(StatusCode::NOT_FOUND, "text/plain", b"Not Found\n");
         }
     }
 }
 
+/// What [`route`] decided for a request.
+enum Route {
+    Hello,
+    Echo,
+    Big,
+    Status(String),
+    WebSocket,
+    Delay,
+    Thread,
+    Sse,
+    Stream,
+    NotFound,
+}
+
 /// Streams the body back chunk by chunk as it arrives: no buffering of the whole body.
 pub fn echo(conn: &ServerConnection) {
-    let (length, content_type) = {
+    let length = {
+        // The request and the response are borrowed separately, so the type is not copied.
         let req = conn.request();
-        (
-            req.content_length(),
+        conn.response().set_status(StatusCode::OK).set_content_type(
             req.header("content-type")
-                .unwrap_or("application/octet-stream")
-                .to_string(),
-        )
+                .unwrap_or("application/octet-stream"),
+        );
+        req.content_length()
     };
     let resp = conn.response();
-    resp.set_status(StatusCode::OK)
-        .set_content_type(&content_type);
     match length {
         Some(n) => {
             resp.set_content_length(n);

@@ -358,20 +358,26 @@ impl TcpSocket {
     fn write_some(&self, out: &mut OutQueue) -> Result<Option<(Vec<OwnedBuf>, usize)>, UvError> {
         let head_offset = out.head_offset;
         let q = &mut out.pending;
-        let mut slices: [&[u8]; MAX_IOVECS] = [&[]; MAX_IOVECS];
-        let mut n = 0;
-        let mut total = 0;
-        for (i, b) in q.iter().take(MAX_IOVECS).enumerate() {
-            let s = if i == 0 {
-                &b.as_slice()[head_offset..]
-            } else {
-                b.as_slice()
-            };
-            slices[i] = s;
-            total += s.len();
-            n += 1;
-        }
-        let written = self.tcp().try_write(&slices[..n])?;
+        let (written, total) = if q.len() == 1 {
+            // The usual case (everything coalesced into one buffer): no iovec array to fill.
+            let only = &q[0].as_slice()[head_offset..];
+            (self.tcp().try_write(&[only])?, only.len())
+        } else {
+            let mut slices: [&[u8]; MAX_IOVECS] = [&[]; MAX_IOVECS];
+            let mut n = 0;
+            let mut total = 0;
+            for (i, b) in q.iter().take(MAX_IOVECS).enumerate() {
+                let s = if i == 0 {
+                    &b.as_slice()[head_offset..]
+                } else {
+                    b.as_slice()
+                };
+                slices[i] = s;
+                total += s.len();
+                n += 1;
+            }
+            (self.tcp().try_write(&slices[..n])?, total)
+        };
         // Consume what the kernel took.
         let mut left = written;
         let mut offset = head_offset;

@@ -354,16 +354,23 @@ impl<'a, T: EmbedsTcp> TcpRef<'a, T> {
     /// count, `Ok(0)` when it would block.
     pub(crate) fn try_write(&self, slices: &[&[u8]]) -> Result<usize, UvError> {
         let stream = self.stream_or("write")?;
-        let mut bufs = [sys::uv_buf_t {
-            base: std::ptr::null_mut(),
-            len: 0,
-        }; MAX_IOVECS];
-        let n = slices.len().min(MAX_IOVECS);
-        for (b, s) in bufs.iter_mut().zip(slices.iter()) {
-            *b = uv_buf(s);
-        }
-        // SAFETY: open stream; the bufs point into slices that outlive this synchronous call.
-        let rc = unsafe { sys::uv_try_write(stream, bufs.as_ptr(), n as _) };
+        let rc = if let [only] = slices {
+            // One buffer (the common case): no array of MAX_IOVECS to initialise.
+            let buf = uv_buf(only);
+            // SAFETY: open stream; `buf` points into a slice that outlives this synchronous call.
+            unsafe { sys::uv_try_write(stream, &buf, 1) }
+        } else {
+            let mut bufs = [sys::uv_buf_t {
+                base: std::ptr::null_mut(),
+                len: 0,
+            }; MAX_IOVECS];
+            let n = slices.len().min(MAX_IOVECS);
+            for (b, s) in bufs.iter_mut().zip(slices.iter()) {
+                *b = uv_buf(s);
+            }
+            // SAFETY: open stream; the bufs point into slices that outlive this synchronous call.
+            unsafe { sys::uv_try_write(stream, bufs.as_ptr(), n as _) }
+        };
         if rc == sys::uv_errno_t_UV_EAGAIN {
             return Ok(0);
         }
