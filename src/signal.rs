@@ -21,7 +21,10 @@ pub struct SlotId(u64);
 
 struct Entry<F: ?Sized> {
     id: SlotId,
-    slot: Rc<RefCell<Box<F>>>,
+    /// Taken out while the slot runs: a nested emission finds it empty and skips it, and no
+    /// borrow of the list is held during the call. Attaching costs one allocation at most
+    /// (the box; none for a closure that captures nothing).
+    slot: Cell<Option<Box<F>>>,
     alive: Cell<bool>,
 }
 
@@ -109,7 +112,7 @@ impl<F: ?Sized> Signal<F> {
         slots.next_id.set(id.0 + 1);
         slots.entries.borrow_mut().push(Entry {
             id,
-            slot: Rc::new(RefCell::new(slot)),
+            slot: Cell::new(Some(slot)),
             alive: Cell::new(true),
         });
         id
@@ -192,18 +195,39 @@ impl<F: ?Sized> Signal<F> {
             }
         }
         let _depth = Depth(slots);
+        /// Puts a running slot back in its entry when the call ends, even by a panic. Entries
+        /// are only removed when no emission runs, so the index still names the same entry.
+        struct Running<'a, F: ?Sized> {
+            slots: &'a Slots<F>,
+            index: usize,
+            slot: Option<Box<F>>,
+        }
+        impl<F: ?Sized> Drop for Running<'_, F> {
+            fn drop(&mut self) {
+                let entries = self.slots.entries.borrow();
+                if let Some(e) = entries.get(self.index) {
+                    // Even if it was detached meanwhile: compaction drops it, outside borrows.
+                    e.slot.set(self.slot.take());
+                }
+            }
+        }
         let mut ran = 0;
-        for i in 0..end {
-            let slot = {
+        for index in 0..end {
+            let taken = {
                 let entries = slots.entries.borrow();
-                match entries.get(i) {
-                    Some(e) if e.alive.get() => e.slot.clone(),
+                match entries.get(index) {
+                    Some(e) if e.alive.get() => e.slot.take(),
                     _ => continue,
                 }
             };
-            // A slot already running further up the stack is not re-entered.
-            let borrowed = slot.try_borrow_mut();
-            if let Ok(mut f) = borrowed {
+            // None: the slot is running further up the stack and is not re-entered.
+            let Some(slot) = taken else { continue };
+            let mut running = Running {
+                slots,
+                index,
+                slot: Some(slot),
+            };
+            if let Some(f) = running.slot.as_mut() {
                 call(&mut **f);
                 ran += 1;
             }
@@ -216,22 +240,19 @@ impl<F: ?Sized> Signal<F> {
             return;
         }
         if s.emitting.get() == 0 && s.dirty.replace(false) {
-            // Take the dead entries out first and drop them after the borrow ends: dropping a
-            // slot may drop captured values whose own Drop touches this signal.
-            let dead: Vec<Entry<F>> = {
-                let mut entries = s.entries.borrow_mut();
-                let mut dead = Vec::new();
-                let mut i = 0;
-                while i < entries.len() {
-                    if entries[i].alive.get() {
-                        i += 1;
-                    } else {
-                        dead.push(entries.remove(i));
+            // One dead entry at a time, dropped after the borrow ends: dropping a slot may drop
+            // captured values whose own Drop touches this signal (the live entries stay in
+            // place meanwhile). No allocation, so renewing a pooled object's signals is free.
+            loop {
+                let dead = {
+                    let mut entries = s.entries.borrow_mut();
+                    match entries.iter().position(|e| !e.alive.get()) {
+                        Some(i) => entries.remove(i),
+                        None => break,
                     }
-                }
-                dead
-            };
-            drop(dead);
+                };
+                drop(dead);
+            }
         }
     }
 }

@@ -511,8 +511,9 @@ impl ConnCore {
                     }
                 }
                 Phase::Body => {
-                    let body_exchange = self.st().body_exchange.borrow().clone();
-                    let step = match body_exchange.as_ref() {
+                    // The clone ends with this statement: a reference kept across
+                    // `finish_request` would stop the request object from being recycled.
+                    let step = match self.st().body_exchange.borrow().clone() {
                         Some(ex) => ex.body_decoder().decode(&buf[pos..]),
                         None => {
                             self.phase.set(Phase::Head);
