@@ -260,54 +260,6 @@ impl<'a, T: EmbedsTcp> TcpRef<'a, T> {
         self.adopt_fd(stream.into())
     }
 
-    /// Initialises `owner`'s handle with the connection of `handle`, on the same loop: the
-    /// descriptor is duplicated into the new handle and `handle` is closed (a live libuv handle
-    /// cannot move to another allocation). For a connected or accepted handle with no writes
-    /// queued in libuv.
-    #[cfg(unix)]
-    pub(crate) fn take_over(owner: &Rc<T>, handle: TcpHandle) -> Result<(), UvError> {
-        use std::os::fd::BorrowedFd;
-        let from = handle.tcp().live_or("take over a TCP handle")?;
-        // SAFETY: open handle.
-        if unsafe { sys::uv_stream_get_write_queue_size(from as *const sys::uv_stream_t) } > 0 {
-            return Err(UvError::with_context(
-                sys::uv_errno_t_UV_EBUSY,
-                "take over a TCP handle with writes queued",
-            ));
-        }
-        let mut fd: sys::uv_os_fd_t = -1;
-        // SAFETY: open handle; `fd` is writable.
-        let rc = unsafe { sys::uv_fileno(from as *const sys::uv_handle_t, &mut fd) };
-        check(rc, || "take over a TCP handle".to_string())?;
-        // SAFETY: `fd` is the open descriptor of `handle`, which stays open during this call.
-        let dup = unsafe { BorrowedFd::borrow_raw(fd) }
-            .try_clone_to_owned()
-            .map_err(|e| {
-                UvError::with_context(
-                    sys::uv_errno_t_UV_EMFILE,
-                    format!("take over a TCP handle: {e}"),
-                )
-            })?;
-        // SAFETY: an open handle's loop is initialised and outlives its handles.
-        let lp =
-            unsafe { Loop::from_raw(sys::uv_handle_get_loop(from as *const sys::uv_handle_t)) }
-                .expect("an open handle has a loop");
-        Self::init(owner, lp)?;
-        TcpRef::of(&**owner).adopt_fd(dup)?;
-        // The duplicate keeps the connection; libuv stops watching the old descriptor first.
-        handle.close();
-        Ok(())
-    }
-
-    /// Taking over a handle needs descriptors to duplicate: not available here.
-    #[cfg(not(unix))]
-    pub(crate) fn take_over(_owner: &Rc<T>, _handle: TcpHandle) -> Result<(), UvError> {
-        Err(UvError::with_context(
-            sys::uv_errno_t_UV_ENOTSUP,
-            "take over a TCP handle (needs Unix descriptors)",
-        ))
-    }
-
     /// Connects to `addr`; `on_connect` runs once with the outcome, unless the handle is closed
     /// first (then it is dropped without being called).
     pub(crate) fn connect(
