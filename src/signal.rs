@@ -88,6 +88,7 @@ impl<F: ?Sized> Signal<F> {
     /// Detaches every slot and, if clones of this signal exist, disconnects them: later
     /// attaches through an old clone no longer reach this signal. Used when a pooled object is
     /// handed to its next user.
+    #[inline]
     pub fn renew(&self) {
         let shared = {
             let slots = self.slots.borrow();

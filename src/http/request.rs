@@ -127,7 +127,10 @@ impl Request {
     pub fn set_method(&mut self, method: &str) {
         self.method = Method::from_token(method);
         self.method_token.clear();
-        self.method_token.push_str(method);
+        // A registered method's token is its static name: only other tokens are copied.
+        if self.method == Method::Other {
+            self.method_token.push_str(method);
+        }
     }
 
     /// Sets the request-target and works out its form and components.
@@ -154,7 +157,10 @@ impl Request {
 
     /// The method token exactly as received or set.
     pub fn method_str(&self) -> &str {
-        &self.method_token
+        match self.method {
+            Method::Other => &self.method_token,
+            known => known.as_str(),
+        }
     }
 
     /// The raw request-target, e.g. `/a%20b?x=1`.
@@ -299,7 +305,7 @@ impl Request {
 impl fmt::Debug for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Request")
-            .field("method", &self.method_token)
+            .field("method", &self.method_str())
             .field("target", &self.target)
             .field("version", &self.version)
             .field("headers", &self.headers)
