@@ -460,7 +460,11 @@ impl ServerConnection {
             return Err(SendError::HeadersAlreadySent);
         }
         let (framing, connection) = self.decide_framing(&core);
-        core.socket_cork();
+        // Inside `respond` the socket is corked already.
+        let cork = !self.responding.get();
+        if cork {
+            core.socket_cork();
+        }
         if self.needs_continue_before_head(framing) {
             self.continue_sent.set(true);
             self.emit_static(&core, CONTINUE_HEAD);
@@ -493,7 +497,9 @@ impl ServerConnection {
         if inline || framing == Framing::None || framing == Framing::Length(0) {
             self.finish(&core);
         }
-        core.socket_uncork();
+        if cork {
+            core.socket_uncork();
+        }
         Ok(inline)
     }
 
