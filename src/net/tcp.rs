@@ -75,7 +75,8 @@ impl OutQueue {
     /// Empties the queue for reuse (buffers go back to the pool); false if it grew too large to
     /// be worth keeping.
     pub(crate) fn reset(&mut self) -> bool {
-        for b in self.pending.drain(..) {
+        // Usually empty (given back after a complete flush): skip setting up a drain.
+        while let Some(b) = self.pending.pop_front() {
             pool::give_owned(b);
         }
         self.head_offset = 0;
