@@ -509,61 +509,10 @@ impl HttpsClient {
         self.read_reply()
     }
 
-    fn read_line(&mut self) -> String {
-        let mut line = String::new();
-        let n = self.reader.read_line(&mut line).expect("read a line");
-        assert!(n > 0, "connection closed inside a response");
-        line.trim_end_matches(['\r', '\n']).to_string()
-    }
-
     /// Reads one final response (Content-Length, chunked, or until a clean TLS close).
     fn read_reply(&mut self) -> Reply {
-        let status_line = self.read_line();
-        let mut parts = status_line.splitn(3, ' ');
-        let version = parts.next().unwrap_or("").to_string();
-        let status: u16 = parts
-            .next()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-        let reason = parts.next().unwrap_or("").to_string();
-        let mut headers = Vec::new();
-        loop {
-            let line = self.read_line();
-            if line.is_empty() {
-                break;
-            }
-            let (n, v) = line.split_once(':').expect("header line");
-            headers.push((n.to_string(), v.trim().to_string()));
-        }
-        let mut reply = Reply {
-            status,
-            reason,
-            version,
-            headers,
-            body: Vec::new(),
-        };
-        if (100..200).contains(&status) || status == 204 || status == 304 {
-            // No body, whatever the fields say.
-        } else if reply.header("transfer-encoding") == Some("chunked") {
-            loop {
-                let size = usize::from_str_radix(&self.read_line(), 16).expect("chunk size");
-                if size == 0 {
-                    assert_eq!(self.read_line(), "", "no trailers expected");
-                    break;
-                }
-                let mut chunk = vec![0; size + 2];
-                self.reader.read_exact(&mut chunk).expect("chunk");
-                assert_eq!(&chunk[size..], b"\r\n");
-                reply.body.extend_from_slice(&chunk[..size]);
-            }
-        } else if let Some(len) = reply.header("content-length") {
-            reply.body = vec![0; len.parse().expect("content-length")];
-            self.reader.read_exact(&mut reply.body).expect("body");
-        } else {
-            self.reader
-                .read_to_end(&mut reply.body)
-                .expect("a body delimited by the close, ended by close_notify");
-        }
+        let reply = read_response(&mut self.reader, false);
+        assert!(reply.trailers.is_empty(), "no trailers expected: {reply:?}");
         reply
     }
 

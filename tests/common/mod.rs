@@ -170,6 +170,8 @@ pub struct Reply {
     pub version: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Trailer fields of a chunked body.
+    pub trailers: Vec<(String, String)>,
 }
 
 impl Reply {
@@ -230,7 +232,7 @@ impl Client {
 
     pub fn read_reply_for(&mut self, head_request: bool) -> Reply {
         loop {
-            let r = self.read_one(head_request);
+            let r = read_response(&mut self.reader, head_request);
             if (100..200).contains(&r.status) && r.status != 101 {
                 continue; // interim responses (100 Continue) precede the final one
             }
@@ -239,80 +241,12 @@ impl Client {
     }
 
     fn read_line(&mut self) -> String {
-        let mut line = String::new();
-        let n = self.reader.read_line(&mut line).expect("read line");
-        assert!(n > 0, "connection closed while reading a response");
-        line.trim_end_matches(['\r', '\n']).to_string()
+        read_crlf_line(&mut self.reader)
     }
 
     /// Reads one response, interim (1xx) ones included.
     pub fn read_any(&mut self, head_request: bool) -> Reply {
-        self.read_one(head_request)
-    }
-
-    fn read_one(&mut self, head_request: bool) -> Reply {
-        let status_line = self.read_line();
-        let mut parts = status_line.splitn(3, ' ');
-        let version = parts.next().unwrap_or("").to_string();
-        let status: u16 = parts
-            .next()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-        let reason = parts.next().unwrap_or("").to_string();
-        let mut headers = Vec::new();
-        loop {
-            let line = self.read_line();
-            if line.is_empty() {
-                break;
-            }
-            let (n, v) = line.split_once(':').expect("header line");
-            headers.push((n.to_string(), v.trim().to_string()));
-        }
-        let mut reply = Reply {
-            status,
-            reason,
-            version,
-            headers,
-            body: Vec::new(),
-        };
-        if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
-            return reply;
-        }
-        if reply
-            .header("transfer-encoding")
-            .map(|v| v.eq_ignore_ascii_case("chunked"))
-            .unwrap_or(false)
-        {
-            loop {
-                let size_line = self.read_line();
-                let size = usize::from_str_radix(size_line.split(';').next().unwrap().trim(), 16)
-                    .expect("chunk size");
-                if size == 0 {
-                    // trailers
-                    loop {
-                        if self.read_line().is_empty() {
-                            break;
-                        }
-                    }
-                    break;
-                }
-                let mut chunk = vec![0; size];
-                self.reader.read_exact(&mut chunk).expect("chunk data");
-                reply.body.extend_from_slice(&chunk);
-                let mut crlf = [0u8; 2];
-                self.reader.read_exact(&mut crlf).expect("chunk CRLF");
-                assert_eq!(&crlf, b"\r\n");
-            }
-        } else if let Some(len) = reply.header("content-length") {
-            let len: usize = len.parse().expect("content-length");
-            reply.body = vec![0; len];
-            self.reader.read_exact(&mut reply.body).expect("body");
-        } else {
-            self.reader
-                .read_to_end(&mut reply.body)
-                .expect("body until close");
-        }
-        reply
+        read_response(&mut self.reader, head_request)
     }
 
     /// True if the server closed the connection (EOF or reset) within the read timeout; false
@@ -401,6 +335,83 @@ impl Client {
         let mut out = Vec::new();
         let _ = self.reader.read_to_end(&mut out);
         out
+    }
+}
+
+/// Reads one line of a response head or chunked body, without its line ending.
+pub fn read_crlf_line(reader: &mut impl BufRead) -> String {
+    let mut line = String::new();
+    let n = reader.read_line(&mut line).expect("read line");
+    assert!(n > 0, "connection closed while reading a response");
+    line.trim_end_matches(['\r', '\n']).to_string()
+}
+
+/// Reads one response (interim ones included) from any byte stream, plain or TLS: framed by
+/// Content-Length, chunked (trailers kept in `trailers`), or until close. `head_request` for
+/// HEAD, whose response has no body whatever its fields say.
+pub fn read_response(reader: &mut impl BufRead, head_request: bool) -> Reply {
+    let status_line = read_crlf_line(reader);
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or("").to_string();
+    let status: u16 = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let reason = parts.next().unwrap_or("").to_string();
+    let headers = read_fields(reader);
+    let mut reply = Reply {
+        status,
+        reason,
+        version,
+        headers,
+        body: Vec::new(),
+        trailers: Vec::new(),
+    };
+    if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
+        return reply;
+    }
+    if reply
+        .header("transfer-encoding")
+        .map(|v| v.eq_ignore_ascii_case("chunked"))
+        .unwrap_or(false)
+    {
+        loop {
+            let size_line = read_crlf_line(reader);
+            let size = usize::from_str_radix(size_line.split(';').next().unwrap().trim(), 16)
+                .expect("chunk size");
+            if size == 0 {
+                reply.trailers = read_fields(reader);
+                break;
+            }
+            let mut chunk = vec![0; size];
+            reader.read_exact(&mut chunk).expect("chunk data");
+            reply.body.extend_from_slice(&chunk);
+            let mut crlf = [0u8; 2];
+            reader.read_exact(&mut crlf).expect("chunk CRLF");
+            assert_eq!(&crlf, b"\r\n");
+        }
+    } else if let Some(len) = reply.header("content-length") {
+        let len: usize = len.parse().expect("content-length");
+        reply.body = vec![0; len];
+        reader.read_exact(&mut reply.body).expect("body");
+    } else {
+        reader
+            .read_to_end(&mut reply.body)
+            .expect("body until close");
+    }
+    reply
+}
+
+/// Field lines up to the blank line.
+fn read_fields(reader: &mut impl BufRead) -> Vec<(String, String)> {
+    let mut fields = Vec::new();
+    loop {
+        let line = read_crlf_line(reader);
+        if line.is_empty() {
+            return fields;
+        }
+        let (n, v) = line.split_once(':').expect("header line");
+        fields.push((n.to_string(), v.trim().to_string()));
     }
 }
 
