@@ -4,95 +4,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use common::*;
 
-/// The running sample, killed if the test fails half-way.
-struct Sample {
-    child: Option<Child>,
-    addr: SocketAddr,
-}
-
-impl Sample {
-    fn start() -> Sample {
-        let mut child = Command::new(example_binary("httpechoserver"))
-            .args(["--port", "0", "--host", "127.0.0.1"])
-            .env_remove("UVHTTP_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the sample server");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(l) => l,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("the sample did not print its address");
-            }
-        };
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse::<SocketAddr>()
-            .expect("address");
-        assert_eq!(addr.ip().to_string(), "127.0.0.1");
-        assert_ne!(addr.port(), 0, "the real port is printed, not 0");
-        Sample {
-            child: Some(child),
-            addr,
-        }
-    }
-
-    /// Sends `signal` with kill(1) and waits (bounded) for the exit; returns the exit code and
-    /// what the sample wrote to stderr.
-    fn signal_and_wait(&mut self, signal: &str) -> (Option<i32>, String) {
-        let mut child = self.child.take().unwrap();
-        let status = Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill {signal} failed");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let exit = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("the sample did not exit after {signal}");
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        let mut stderr = String::new();
-        let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
-        (exit.code(), stderr)
-    }
-}
-
-impl Drop for Sample {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 #[test]
 fn sample_binary_serves_every_route_and_stops_on_sigterm() {
-    let mut sample = Sample::start();
+    let mut sample = SampleServer::start::<&str>(&[]);
+    assert_eq!(sample.addr.ip().to_string(), "127.0.0.1");
     let mut c = Client::connect(sample.addr);
 
     let r = c.request(&get("/"));
@@ -151,7 +70,7 @@ fn sample_binary_serves_every_route_and_stops_on_sigterm() {
 
 #[test]
 fn sample_binary_stops_on_sigint_too() {
-    let mut sample = Sample::start();
+    let mut sample = SampleServer::start::<&str>(&[]);
     assert_eq!(request(sample.addr, &get("/")).status, 200);
     let (code, stderr) = sample.signal_and_wait("-INT");
     assert_eq!(code, Some(0), "exit status; stderr: {stderr}");

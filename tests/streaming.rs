@@ -595,7 +595,7 @@ fn trailers_of_a_response_waiting_behind_another_are_delivered_in_order() {
 
 #[test]
 fn example_delay_and_thread_routes_answer_pipelined_requests_in_order() {
-    let sample = SampleProcess::start(&[]);
+    let mut sample = SampleServer::start::<&str>(&[]);
     let stream = connect(sample.addr);
     // The thread answers first, the long delay last; the wire order is the request order.
     let batch = get_req("/delay?ms=120&id=a")
@@ -619,12 +619,12 @@ fn example_delay_and_thread_routes_answer_pipelined_requests_in_order() {
         started.elapsed()
     );
     drop(reader);
-    assert_eq!(sample.terminate(), Some(0));
+    assert_eq!(sample.signal_and_wait("-TERM").0, Some(0));
 }
 
 #[test]
 fn example_sse_route_sends_count_events_spread_over_time_then_ends() {
-    let sample = SampleProcess::start(&[]);
+    let mut sample = SampleServer::start::<&str>(&[]);
     let lines = python_sse(sample.addr, "/sse?count=5&interval_ms=80", "");
     assert_eq!(lines[0].1, "status 200");
     assert_eq!(lines[1].1, "content-type text/event-stream");
@@ -642,12 +642,12 @@ fn example_sse_route_sends_count_events_spread_over_time_then_ends() {
         "events not spread over time: {data:?}"
     );
     assert_eq!(lines.last().unwrap().1, "end", "the stream ends");
-    assert_eq!(sample.terminate(), Some(0));
+    assert_eq!(sample.signal_and_wait("-TERM").0, Some(0));
 }
 
 #[test]
 fn example_stream_route_delivers_every_chunk_paced_by_drain() {
-    let sample = SampleProcess::start(&[]);
+    let mut sample = SampleServer::start::<&str>(&[]);
     let stream = connect(sample.addr);
     (&stream)
         .write_all(get_req("/stream?chunks=200&size=65536").as_bytes())
@@ -661,5 +661,5 @@ fn example_stream_route_delivers_every_chunk_paced_by_drain() {
     assert_eq!(r.body.len(), 200 * 65536);
     assert!(r.body.iter().all(|&b| b == b's'), "stream body damaged");
     drop(reader);
-    assert_eq!(sample.terminate(), Some(0));
+    assert_eq!(sample.signal_and_wait("-TERM").0, Some(0));
 }

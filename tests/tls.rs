@@ -10,7 +10,7 @@
 mod common;
 
 use std::cell::{Cell, RefCell};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -937,13 +937,6 @@ fn read_until_cut(s: &mut TcpStream) -> (Vec<u8>, Duration) {
     (got, started.elapsed())
 }
 
-fn raw_connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
-    s.set_nodelay(true).unwrap();
-    s
-}
-
 #[test]
 fn silent_and_stalled_handshakes_are_cut_after_the_timeout() {
     let pki = Pki::new();
@@ -952,9 +945,9 @@ fn silent_and_stalled_handshakes_are_cut_after_the_timeout() {
     });
     let started = Instant::now();
     // Connects and sends nothing.
-    let mut silent = raw_connect(srv.addr);
+    let mut silent = connect(srv.addr);
     // Sends the first 40 bytes of a real ClientHello, then stalls.
-    let mut stalled = raw_connect(srv.addr);
+    let mut stalled = connect(srv.addr);
     let mut hello_engine = TlsEngine::client(&pki.client_ctx(), "localhost").unwrap();
     let mut hello = Vec::new();
     hello_engine.take_output(&mut hello);
@@ -1689,7 +1682,7 @@ fn garbage_instead_of_a_client_hello_is_closed_without_disturbing_others() {
         }),
     ];
     for (name, bytes) in garbage {
-        let mut bad = raw_connect(srv.addr);
+        let mut bad = connect(srv.addr);
         bad.write_all(&bytes).unwrap();
         let (got, took) = read_until_cut(&mut bad);
         assert!(
@@ -1974,44 +1967,13 @@ fn bad_certificates_give_clear_errors_from_the_library_clients() {
 #[test]
 fn httpechoserver_example_serves_https() {
     let pki = Pki::new();
-    let mut child = Command::new(example_binary("httpechoserver"))
-        .args(["--port", "0", "--host", "127.0.0.1", "--tls-cert"])
-        .arg(&pki.paths.cert)
-        .arg("--tls-key")
-        .arg(&pki.paths.key)
-        .env_remove("UVHTTP_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the sample server");
-    // Killed if the test fails half-way.
-    struct Guard(Option<Child>);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            if let Some(mut c) = self.0.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
-    let stdout = child.stdout.take().unwrap();
-    let mut guard = Guard(Some(child));
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the sample printed its address");
-    let addr: SocketAddr = line
-        .trim()
-        .strip_prefix("listening on https://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .parse()
-        .expect("address");
-    assert_ne!(addr.port(), 0);
+    let mut sample = SampleServer::start(&[
+        "--tls-cert".as_ref(),
+        pki.paths.cert.as_os_str(),
+        "--tls-key".as_ref(),
+        pki.paths.key.as_os_str(),
+    ]);
+    let addr = sample.addr;
 
     let mut c = HttpsClient::connect(addr, &pki.client_ctx());
     let r = c.request(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
@@ -2027,26 +1989,9 @@ fn httpechoserver_example_serves_https() {
     assert!(r.body == body, "echo through the sample differs");
 
     // SIGTERM: the idle TLS connection is closed with close_notify, the process exits 0.
-    let mut child = guard.0.take().unwrap();
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
+    sample.signal("-TERM");
     c.expect_close_notify();
     drop(c);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let exit = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the sample did not exit after SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let mut stderr = String::new();
-    let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
-    assert_eq!(exit.code(), Some(0), "exit status; stderr: {stderr}");
+    let (code, stderr) = sample.wait_exit("SIGTERM");
+    assert_eq!(code, Some(0), "exit status; stderr: {stderr}");
 }

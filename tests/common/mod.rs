@@ -195,6 +195,15 @@ impl Reply {
     }
 }
 
+/// A blocking TCP connection with read and write timeouts (tests never hang) and no Nagle delay.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
 /// A blocking client connection with a read timeout (tests never hang).
 pub struct Client {
     reader: BufReader<TcpStream>,
@@ -202,12 +211,8 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
-        let s = TcpStream::connect(addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.set_nodelay(true).unwrap();
         Client {
-            reader: BufReader::new(s),
+            reader: BufReader::new(connect(addr)),
         }
     }
 
@@ -340,17 +345,30 @@ impl Client {
 
 /// Reads one line of a response head or chunked body, without its line ending.
 pub fn read_crlf_line(reader: &mut impl BufRead) -> String {
-    let mut line = String::new();
-    let n = reader.read_line(&mut line).expect("read line");
-    assert!(n > 0, "connection closed while reading a response");
-    line.trim_end_matches(['\r', '\n']).to_string()
+    try_read_line(reader).expect("connection closed while reading a response")
 }
 
-/// Reads one response (interim ones included) from any byte stream, plain or TLS: framed by
-/// Content-Length, chunked (trailers kept in `trailers`), or until close. `head_request` for
-/// HEAD, whose response has no body whatever its fields say.
+/// The next line without its line ending; `None` at EOF (or a reset).
+fn try_read_line(reader: &mut impl BufRead) -> Option<String> {
+    let mut line = String::new();
+    match reader.read_line(&mut line) {
+        Ok(0) | Err(_) => None,
+        Ok(_) => Some(line.trim_end_matches(['\r', '\n']).to_string()),
+    }
+}
+
+/// Reads one response (interim ones included) from any byte stream, plain or TLS; panics if
+/// the stream ends first. See [`try_read_response`].
 pub fn read_response(reader: &mut impl BufRead, head_request: bool) -> Reply {
-    let status_line = read_crlf_line(reader);
+    try_read_response(reader, head_request).expect("connection closed while reading a response")
+}
+
+/// Reads one response (interim ones included): framed by Content-Length, chunked (trailers
+/// kept in `trailers`), or until close. `head_request` for HEAD, whose response has no body
+/// whatever its fields say. `None` if the stream ends (EOF or reset) before the response is
+/// complete, so a test can count the responses that arrived before a close.
+pub fn try_read_response(reader: &mut impl BufRead, head_request: bool) -> Option<Reply> {
+    let status_line = try_read_line(reader)?;
     let mut parts = status_line.splitn(3, ' ');
     let version = parts.next().unwrap_or("").to_string();
     let status: u16 = parts
@@ -358,7 +376,7 @@ pub fn read_response(reader: &mut impl BufRead, head_request: bool) -> Reply {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
     let reason = parts.next().unwrap_or("").to_string();
-    let headers = read_fields(reader);
+    let headers = read_fields(reader)?;
     let mut reply = Reply {
         status,
         reason,
@@ -368,7 +386,7 @@ pub fn read_response(reader: &mut impl BufRead, head_request: bool) -> Reply {
         trailers: Vec::new(),
     };
     if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
-        return reply;
+        return Some(reply);
     }
     if reply
         .header("transfer-encoding")
@@ -376,39 +394,37 @@ pub fn read_response(reader: &mut impl BufRead, head_request: bool) -> Reply {
         .unwrap_or(false)
     {
         loop {
-            let size_line = read_crlf_line(reader);
+            let size_line = try_read_line(reader)?;
             let size = usize::from_str_radix(size_line.split(';').next().unwrap().trim(), 16)
-                .expect("chunk size");
+                .unwrap_or_else(|_| panic!("bad chunk size line {size_line:?}"));
             if size == 0 {
-                reply.trailers = read_fields(reader);
+                reply.trailers = read_fields(reader)?;
                 break;
             }
-            let mut chunk = vec![0; size];
-            reader.read_exact(&mut chunk).expect("chunk data");
-            reply.body.extend_from_slice(&chunk);
+            let start = reply.body.len();
+            reply.body.resize(start + size, 0);
+            reader.read_exact(&mut reply.body[start..]).ok()?;
             let mut crlf = [0u8; 2];
-            reader.read_exact(&mut crlf).expect("chunk CRLF");
-            assert_eq!(&crlf, b"\r\n");
+            reader.read_exact(&mut crlf).ok()?;
+            assert_eq!(&crlf, b"\r\n", "chunk not followed by CRLF");
         }
     } else if let Some(len) = reply.header("content-length") {
         let len: usize = len.parse().expect("content-length");
         reply.body = vec![0; len];
-        reader.read_exact(&mut reply.body).expect("body");
+        reader.read_exact(&mut reply.body).ok()?;
     } else {
-        reader
-            .read_to_end(&mut reply.body)
-            .expect("body until close");
+        reader.read_to_end(&mut reply.body).ok()?;
     }
-    reply
+    Some(reply)
 }
 
-/// Field lines up to the blank line.
-fn read_fields(reader: &mut impl BufRead) -> Vec<(String, String)> {
+/// Field lines up to the blank line; `None` if the stream ends first.
+fn read_fields(reader: &mut impl BufRead) -> Option<Vec<(String, String)>> {
     let mut fields = Vec::new();
     loop {
-        let line = read_crlf_line(reader);
+        let line = try_read_line(reader)?;
         if line.is_empty() {
-            return fields;
+            return Some(fields);
         }
         let (n, v) = line.split_once(':').expect("header line");
         fields.push((n.to_string(), v.trim().to_string()));
@@ -569,4 +585,112 @@ pub fn example_binary(name: &str) -> std::path::PathBuf {
         path.display()
     );
     path
+}
+
+/// The sample server binary (`examples/httpechoserver.rs`) running as a child process on
+/// 127.0.0.1 and a free port, as a user runs it; killed if the test fails half-way.
+pub struct SampleServer {
+    child: Option<std::process::Child>,
+    /// Where it listens (from its first line, `listening on http[s]://ADDR`).
+    pub addr: SocketAddr,
+    /// What it writes to stderr, collected until it exits (so the pipe never fills).
+    stderr: Option<JoinHandle<String>>,
+}
+
+impl SampleServer {
+    /// Starts `httpechoserver --host 127.0.0.1 --port 0 EXTRA_ARGS` (logging left at its
+    /// default) and waits, bounded, for the address it prints.
+    pub fn start<S: AsRef<std::ffi::OsStr>>(extra_args: &[S]) -> SampleServer {
+        use std::process::{Command, Stdio};
+        let path = example_binary("httpechoserver");
+        let mut child = Command::new(&path)
+            .args(["--host", "127.0.0.1", "--port", "0"])
+            .args(extra_args)
+            .env_remove("UVHTTP_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", path.display()));
+        let stdout = child.stdout.take().expect("stdout");
+        let mut stderr = child.stderr.take().expect("stderr");
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep draining so the child never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let mut sample = SampleServer {
+            child: Some(child),
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            stderr: Some(stderr),
+        };
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the sample printed its address");
+        sample.addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .or_else(|| line.trim().strip_prefix("listening on https://"))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        assert_ne!(sample.addr.port(), 0, "the real port is printed, not 0");
+        sample
+    }
+
+    /// Sends `signal` (`-TERM`, `-INT`) with kill(1) and waits, bounded, for the exit; returns
+    /// the exit code and everything the sample wrote to stderr.
+    pub fn signal_and_wait(&mut self, signal: &str) -> (Option<i32>, String) {
+        self.signal(signal);
+        self.wait_exit(signal)
+    }
+
+    /// Sends `signal` with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("still running");
+        let status = std::process::Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
+    /// Waits, bounded, for the exit that `after` (a signal sent) should cause; returns the exit
+    /// code and everything the sample wrote to stderr.
+    pub fn wait_exit(&mut self, after: &str) -> (Option<i32>, String) {
+        let mut child = self.child.take().expect("still running");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let exit = loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the sample did not exit after {after}");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let stderr = self
+            .stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
+        (exit.code(), stderr)
+    }
+}
+
+impl Drop for SampleServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
