@@ -1036,6 +1036,18 @@ mod tests {
         parse(text).unwrap_err().reason
     }
 
+    /// Asserts that `text` is refused with 400 and a reason mentioning `needle`.
+    fn assert_400(text: &[u8], needle: &str) {
+        let err = parse(text).unwrap_err();
+        assert_eq!(
+            err.status.as_u16(),
+            400,
+            "{:?}",
+            String::from_utf8_lossy(text)
+        );
+        assert!(err.reason.contains(needle), "{}", err.reason);
+    }
+
     #[test]
     fn simple_get() {
         let text = b"GET /index.html?x=1 HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\r\n";
@@ -1341,14 +1353,7 @@ mod tests {
             b" GET / HTTP/1.1\r\nHost: h\r\n\r\n",
             b"G\xc3\xa9T / HTTP/1.1\r\nHost: h\r\n\r\n",
         ] {
-            let err = parse(text).unwrap_err();
-            assert_eq!(
-                err.status.as_u16(),
-                400,
-                "{:?}",
-                String::from_utf8_lossy(text)
-            );
-            assert!(err.reason.contains("method"), "{}", err.reason);
+            assert_400(text, "method");
         }
     }
 
@@ -1392,14 +1397,7 @@ mod tests {
             (b"GET / HTTP/1.1\r\nHost: h\r\nA\x00B: v\r\n\r\n", "header"),
         ];
         for (text, needle) in cases {
-            let err = parse(text).unwrap_err();
-            assert_eq!(
-                err.status.as_u16(),
-                400,
-                "{:?}",
-                String::from_utf8_lossy(text)
-            );
-            assert!(err.reason.contains(needle), "{}", err.reason);
+            assert_400(text, needle);
         }
     }
 
@@ -1417,9 +1415,7 @@ mod tests {
             b"GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n\tb\r\n\r\n",
             b"GET / HTTP/1.1\r\n Host: h\r\n\r\n",
         ] {
-            let err = parse(text).unwrap_err();
-            assert_eq!(err.status.as_u16(), 400);
-            assert!(err.reason.contains("folding"), "{}", err.reason);
+            assert_400(text, "folding");
         }
     }
 
@@ -1430,9 +1426,7 @@ mod tests {
             b"GET / HTTP/1.1\r\nHost: h\r\nX: a\x01b\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: h\r\nX: a\x7fb\r\n\r\n",
         ] {
-            let err = parse(text).unwrap_err();
-            assert_eq!(err.status.as_u16(), 400);
-            assert!(err.reason.contains("header value"), "{}", err.reason);
+            assert_400(text, "header value");
         }
         // HTAB and obs-text are allowed in values.
         let (req, _, _) = parse_ok(b"GET / HTTP/1.1\r\nHost: h\r\nX: a\tb\xe9\r\n\r\n");
@@ -1446,18 +1440,14 @@ mod tests {
             b"GET / HTTP/1.1\r\nHost: h\rX: y\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: h\r\n\r\r\n",
         ] {
-            let err = parse(text).unwrap_err();
-            assert_eq!(err.status.as_u16(), 400);
-            assert!(err.reason.contains("bare CR"), "{}", err.reason);
+            assert_400(text, "bare CR");
         }
         for text in [
             &b"GET / HTTP/1.1\nHost: h\r\n\r\n"[..],
             b"GET / HTTP/1.1\r\nHost: h\n\n",
             b"\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
         ] {
-            let err = parse(text).unwrap_err();
-            assert_eq!(err.status.as_u16(), 400);
-            assert!(err.reason.contains("bare LF"), "{}", err.reason);
+            assert_400(text, "bare LF");
         }
     }
 

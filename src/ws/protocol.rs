@@ -1041,6 +1041,18 @@ mod tests {
         (events, out, result)
     }
 
+    /// Feeds `input` in two reads split at `split`, returning the events and the output;
+    /// both reads must succeed.
+    fn run_split(p: &mut Protocol, input: &[u8], split: usize) -> (Vec<Owned>, Vec<u8>) {
+        let mut events = Vec::new();
+        let mut out = Vec::new();
+        for part in [&input[..split], &input[split..]] {
+            p.feed(part, &mut out, &mut |e| events.push(Owned::from(e)))
+                .unwrap();
+        }
+        (events, out)
+    }
+
     /// A raw frame with any first byte (FIN/RSV/opcode), masked when `mask` is given.
     fn raw_frame(b0: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
         let mut out = Vec::new();
@@ -1302,13 +1314,7 @@ mod tests {
         result.unwrap();
         assert_eq!(whole_events, expected);
         for split in 0..=stream.len() {
-            let mut s = server();
-            let mut events = Vec::new();
-            let mut out = Vec::new();
-            for part in [&stream[..split], &stream[split..]] {
-                s.feed(part, &mut out, &mut |e| events.push(Owned::from(e)))
-                    .unwrap();
-            }
+            let (events, out) = run_split(&mut server(), &stream, split);
             assert_eq!(events, expected, "split at {split}");
             assert_eq!(out, whole_out, "split at {split}");
         }
@@ -1340,12 +1346,7 @@ mod tests {
         .concat();
         let expected = vec![text("one"), binary(&[1, 2, 3]), text("two"), text("µ")];
         for split in 0..=stream.len() {
-            let mut c = client();
-            let mut events = Vec::new();
-            for part in [&stream[..split], &stream[split..]] {
-                c.feed(part, &mut Vec::new(), &mut |e| events.push(Owned::from(e)))
-                    .unwrap();
-            }
+            let (events, _) = run_split(&mut client(), &stream, split);
             assert_eq!(events, expected, "split at {split}");
         }
     }
@@ -1817,11 +1818,7 @@ mod tests {
             from.encode_message(MessageKind::Binary, body.as_bytes(), &mut wire)
                 .unwrap();
             let split = split.min(wire.len());
-            let mut events = Vec::new();
-            for part in [&wire[..split], &wire[split..]] {
-                to.feed(part, &mut Vec::new(), &mut |e| events.push(Owned::from(e)))
-                    .unwrap();
-            }
+            let (events, _) = run_split(to, &wire, split);
             assert_eq!(events, vec![binary(body.as_bytes())], "split {split}");
         }
     }
@@ -2035,12 +2032,7 @@ mod tests {
         ];
         for (input, expected) in cases {
             for split in 0..=input.len() {
-                let mut c = deflate_client();
-                let mut events = Vec::new();
-                for part in [&input[..split], &input[split..]] {
-                    c.feed(part, &mut Vec::new(), &mut |e| events.push(Owned::from(e)))
-                        .unwrap();
-                }
+                let (events, _) = run_split(&mut deflate_client(), &input, split);
                 assert_eq!(events, expected, "{input:x?} split {split}");
             }
         }
@@ -2174,12 +2166,7 @@ mod tests {
         expected.push(Owned::Ping(b"p".to_vec()));
         expected.push(binary(b"abcabcabcabcabc"));
         for split in 0..=wire.len() {
-            let mut s = deflate_server(1 << 20);
-            let mut events = Vec::new();
-            for part in [&wire[..split], &wire[split..]] {
-                s.feed(part, &mut Vec::new(), &mut |e| events.push(Owned::from(e)))
-                    .unwrap();
-            }
+            let (events, _) = run_split(&mut deflate_server(1 << 20), &wire, split);
             assert_eq!(events, expected, "split {split}");
         }
     }
