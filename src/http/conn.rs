@@ -164,12 +164,9 @@ pub(crate) struct ConnCore {
 }
 
 impl ConnCore {
-    pub(crate) fn new(
-        server: Rc<ServerShared>,
-        config: Rc<ConnConfig>,
-        socket: Rc<dyn Socket>,
-    ) -> Rc<ConnCore> {
+    pub(crate) fn new(server: Rc<ServerShared>, socket: Rc<dyn Socket>) -> Rc<ConnCore> {
         let now = server.now();
+        let high_water = server.conn_config().high_water;
         let core = Rc::new_cyclic(|me| ConnCore {
             me: me.clone(),
             server,
@@ -190,7 +187,7 @@ impl ConnCore {
             reading_paused: Cell::new(false),
             app_paused: Cell::new(false),
         });
-        core.socket.set_high_water_mark(config.high_water);
+        core.socket.set_high_water_mark(high_water);
         let handler: Weak<dyn SocketHandler> = core.me.clone() as Weak<dyn SocketHandler>;
         core.socket.set_handler(handler);
         core

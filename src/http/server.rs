@@ -256,8 +256,7 @@ impl Server {
     /// A connection over `socket` that is not registered with the listener (benchmarks,
     /// allocation tests: see [`super::in_memory`]).
     pub(crate) fn new_detached_connection(&self, socket: Rc<dyn Socket>) -> Rc<ConnCore> {
-        let config = self.shared.config.borrow().clone();
-        ConnCore::new(self.shared.clone(), config, socket)
+        ConnCore::new(self.shared.clone(), socket)
     }
 
     /// The loop this server runs on.
@@ -535,7 +534,6 @@ impl ServerShared {
         }
         log::debug!("accepted connection from {:?}", socket.peer_addr());
         let sh = self.me.upgrade().expect("live server");
-        let config = self.config.borrow().clone();
         let tls = self.tls.borrow().clone();
         let socket: Rc<dyn Socket> = match tls {
             None => socket,
@@ -548,7 +546,7 @@ impl ServerShared {
                 }
             },
         };
-        let core = ConnCore::new(sh, config, socket);
+        let core = ConnCore::new(sh, socket);
         self.register(core.clone());
         if over_limit {
             log::debug!("over max_connections: answering 503");
