@@ -40,14 +40,16 @@ struct Slots<F: ?Sized> {
 /// A signal whose slots have the closure type `F`, e.g. `Signal<dyn FnMut(&[u8])>`.
 pub struct Signal<F: ?Sized> {
     /// Replaced (not mutated) by [`Signal::renew`], which is how a pooled owner cuts off
-    /// clones handed out to a previous user.
-    slots: RefCell<Rc<Slots<F>>>,
+    /// clones handed out to a previous user. `None` until something needs the list (an
+    /// attach, a clone): most signals of a pooled request object never get a slot, and then
+    /// creating, emitting and renewing them touches no heap memory at all.
+    slots: RefCell<Option<Rc<Slots<F>>>>,
 }
 
 impl<F: ?Sized> Clone for Signal<F> {
     fn clone(&self) -> Self {
         Signal {
-            slots: RefCell::new(self.shared()),
+            slots: RefCell::new(Some(self.shared())),
         }
     }
 }
@@ -66,9 +68,9 @@ impl<F: ?Sized> std::fmt::Debug for Signal<F> {
 
 impl<F: ?Sized> Signal<F> {
     /// A signal with no slots.
-    pub fn new() -> Self {
+    pub const fn new() -> Self {
         Signal {
-            slots: RefCell::new(Self::fresh_slots()),
+            slots: RefCell::new(None),
         }
     }
 
@@ -81,7 +83,18 @@ impl<F: ?Sized> Signal<F> {
         })
     }
 
+    /// The slot list, created on first need (clones must share one).
     fn shared(&self) -> Rc<Slots<F>> {
+        if let Some(slots) = &*self.slots.borrow() {
+            return slots.clone();
+        }
+        let slots = Self::fresh_slots();
+        *self.slots.borrow_mut() = Some(slots.clone());
+        slots
+    }
+
+    /// The slot list if it exists yet.
+    fn existing(&self) -> Option<Rc<Slots<F>>> {
         self.slots.borrow().clone()
     }
 
@@ -92,7 +105,10 @@ impl<F: ?Sized> Signal<F> {
     pub fn renew(&self) {
         let shared = {
             let slots = self.slots.borrow();
-            let shared = Rc::strong_count(&slots) > 1;
+            let Some(slots) = &*slots else {
+                return; // never attached to nor cloned
+            };
+            let shared = Rc::strong_count(slots) > 1;
             if !shared && slots.entries.borrow().is_empty() {
                 // The common case for a pooled object: nothing was ever attached.
                 return;
@@ -100,7 +116,8 @@ impl<F: ?Sized> Signal<F> {
             shared
         };
         if shared {
-            *self.slots.borrow_mut() = Self::fresh_slots();
+            // A fresh list is made when next needed.
+            *self.slots.borrow_mut() = None;
         } else {
             self.clear();
         }
@@ -123,7 +140,9 @@ impl<F: ?Sized> Signal<F> {
     /// call from inside any slot, including the one being detached.
     pub fn detach(&self, id: SlotId) -> bool {
         let mut found = false;
-        let slots = self.shared();
+        let Some(slots) = self.existing() else {
+            return false;
+        };
         {
             let entries = slots.entries.borrow();
             if let Some(e) = entries.iter().find(|e| e.id == id && e.alive.get()) {
@@ -140,7 +159,9 @@ impl<F: ?Sized> Signal<F> {
 
     /// Detaches every slot.
     pub fn clear(&self) {
-        let slots = self.shared();
+        let Some(slots) = self.existing() else {
+            return;
+        };
         if slots.entries.borrow().is_empty() {
             return;
         }
@@ -153,18 +174,22 @@ impl<F: ?Sized> Signal<F> {
 
     /// Number of attached slots.
     pub fn len(&self) -> usize {
-        self.slots
-            .borrow()
-            .entries
-            .borrow()
-            .iter()
-            .filter(|e| e.alive.get())
-            .count()
+        self.slots.borrow().as_ref().map_or(0, |slots| {
+            slots
+                .entries
+                .borrow()
+                .iter()
+                .filter(|e| e.alive.get())
+                .count()
+        })
     }
 
     /// True when another handle (a clone) shares these slots.
     pub fn is_shared(&self) -> bool {
-        Rc::strong_count(&self.slots.borrow()) > 1
+        self.slots
+            .borrow()
+            .as_ref()
+            .is_some_and(|slots| Rc::strong_count(slots) > 1)
     }
 
     /// True when no slot is attached.
@@ -175,11 +200,12 @@ impl<F: ?Sized> Signal<F> {
     /// Calls `call` with each slot, in the order they were attached. `call` receives the slot
     /// and invokes it, e.g. `signal.emit(|slot| slot(conn, data))`. Returns how many slots ran.
     pub fn emit(&self, mut call: impl FnMut(&mut F)) -> usize {
-        if self.slots.borrow().entries.borrow().is_empty() {
-            return 0;
-        }
         // Held for the whole emission: a slot may renew this signal while it runs.
-        let slots = &self.shared();
+        let slots = match &*self.slots.borrow() {
+            Some(slots) if !slots.entries.borrow().is_empty() => slots.clone(),
+            _ => return 0,
+        };
+        let slots = &slots;
         // Slots attached during this emission are left for the next one.
         let end = slots.entries.borrow().len();
         if end == 0 {

@@ -748,13 +748,14 @@ impl ConnCore {
         }
         if let Some(ex) = ex {
             ex.take_trailers_from_decoder();
+            self.request_read(&ex);
             self.complete_request(&ex);
             self.server.recycle_exchange(ex);
         }
     }
 
+    /// The application's turn once all of `ex`'s request was read (`request_read` done).
     fn complete_request(&self, ex: &Rc<ServerConnection>) {
-        self.request_read(ex);
         let ok = self.guarded(ex, "ServerResponder::on_request", || {
             ex.with_responder(|r, c| r.on_request(c))
         }) && self.guarded(ex, "request_complete handler", || {
@@ -931,11 +932,11 @@ impl ConnCore {
             self.idle_since.set(self.now());
         }
         self.maybe_close_when_idle();
-        if !self.closed.get() {
+        // Inside `process` (a response given from the handler) the caller settles reading and
+        // the state once the read is parsed; doing it per response would only repeat it.
+        if !self.closed.get() && !self.processing.get() {
             self.update_read_state();
-            if !self.processing.get() {
-                self.process_buffered();
-            }
+            self.process_buffered();
             self.release_state_if_idle();
         }
     }
