@@ -23,13 +23,15 @@ thread_local! {
     }) };
 }
 
-/// Calls `f` with the whole `Date: <IMF-fixdate>\r\n` field line. `loop_now_ms` is the loop's
-/// cached clock: the line is only re-formatted (from the system clock) when that has moved on
-/// by a second, so a busy server formats it once per second rather than per response.
-pub(crate) fn with_date_line<R>(loop_now_ms: u64, f: impl FnOnce(&[u8; LINE_LEN]) -> R) -> R {
+/// Calls `f` with the whole `Date: <IMF-fixdate>\r\n` field line and the loop time it was
+/// formatted at. `loop_now_ms` is the loop's cached clock: the line is only re-formatted (from
+/// the system clock) when that has moved on by a second, so a busy server formats it once per
+/// second rather than per response. A caller keeping a copy of the line may use it while
+/// [`date_line_is_current`] says so for the time it was formatted at.
+pub(crate) fn with_date_line<R>(loop_now_ms: u64, f: impl FnOnce(&[u8; LINE_LEN], u64) -> R) -> R {
     DATE.with(|cell| {
         let mut cache = cell.borrow_mut();
-        if cache.formatted_at == u64::MAX || loop_now_ms.wrapping_sub(cache.formatted_at) >= 1000 {
+        if !date_line_is_current(cache.formatted_at, loop_now_ms) {
             let secs = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
@@ -41,8 +43,15 @@ pub(crate) fn with_date_line<R>(loop_now_ms: u64, f: impl FnOnce(&[u8; LINE_LEN]
             cache.line = line;
             cache.formatted_at = loop_now_ms;
         }
-        f(&cache.line)
+        f(&cache.line, cache.formatted_at)
     })
+}
+
+/// Whether a line formatted at loop time `formatted_at` is still the one [`with_date_line`]
+/// would give at `loop_now_ms`.
+#[inline]
+pub(crate) fn date_line_is_current(formatted_at: u64, loop_now_ms: u64) -> bool {
+    formatted_at != u64::MAX && loop_now_ms.wrapping_sub(formatted_at) < 1000
 }
 
 /// Formats seconds since the Unix epoch as an IMF-fixdate (RFC 9110 5.6.7).
@@ -112,9 +121,10 @@ mod tests {
 
     #[test]
     fn cached_within_a_second() {
-        let a = with_date_line(10_000, |d| *d);
-        let b = with_date_line(10_500, |d| *d);
-        assert_eq!(a, b);
+        let (a, at) = with_date_line(10_000, |d, at| (*d, at));
+        let (b, still) = with_date_line(10_500, |d, at| (*d, at));
+        assert_eq!((a, at), (b, still));
+        assert!(date_line_is_current(at, 10_999) && !date_line_is_current(at, 11_000));
         assert!(
             a.starts_with(b"Date: ") && a.ends_with(b" GMT\r\n"),
             "{a:?}"

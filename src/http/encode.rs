@@ -1,7 +1,11 @@
 //! Writing response heads and chunk framing into a byte buffer.
 
-use super::date::with_date_line;
+use std::cell::RefCell;
+
+use super::date::{date_line_is_current, with_date_line};
+use super::headers::Headers;
 use super::response::Response;
+use super::status::StatusCode;
 
 /// How the body of a response is delimited on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +31,59 @@ pub(crate) enum ConnectionHeader {
     Close,
 }
 
+/// The head of the last response with a `Content-Length` encoded on this thread, up to and
+/// including `Content-Length: `. A server tends to send the same head over and over: the same
+/// status and fields, and a `Date` that changes once a second. When all three are unchanged,
+/// copying that prefix whole replaces a dozen small copies, the status-line lookup and the date
+/// cache; only the length and the end of the head are written per response.
+struct HeadCache {
+    /// Whether `prefix` was filled (and from a head the cache may stand for).
+    filled: bool,
+    status: StatusCode,
+    /// The application's fields the prefix was made from.
+    fields: Headers,
+    /// When the `Date` line inside `prefix` was formatted (see `date_line_is_current`).
+    date_at: u64,
+    prefix: Vec<u8>,
+}
+
+thread_local! {
+    static HEAD_CACHE: RefCell<HeadCache> = const {
+        RefCell::new(HeadCache {
+            filled: false,
+            status: StatusCode::OK,
+            fields: Headers::new(),
+            date_at: u64::MAX,
+            prefix: Vec::new(),
+        })
+    };
+}
+
+impl HeadCache {
+    /// Appends the cached prefix if it is exactly what `response` encodes to at `loop_now_ms`.
+    fn append_if_current(&self, out: &mut Vec<u8>, response: &Response, loop_now_ms: u64) -> bool {
+        if !self.filled
+            || self.status != response.status()
+            || !date_line_is_current(self.date_at, loop_now_ms)
+            || !self.fields.same_bytes(response.headers())
+        {
+            return false;
+        }
+        out.reserve(self.prefix.len() + LENGTH_TAIL_MAX);
+        out.extend_from_slice(&self.prefix);
+        true
+    }
+
+    fn fill(&mut self, response: &Response, date_at: u64, prefix: &[u8]) {
+        self.filled = true;
+        self.status = response.status();
+        self.fields.clone_from(response.headers());
+        self.date_at = date_at;
+        self.prefix.clear();
+        self.prefix.extend_from_slice(prefix);
+    }
+}
+
 /// Appends the response head: status line, the application's fields, `Date` unless the
 /// application set one, the framing field (`write_length` false for 304/HEAD cases where
 /// the application decides), `Connection`, and the blank line.
@@ -37,6 +94,16 @@ pub(crate) fn encode_head(
     connection: ConnectionHeader,
     loop_now_ms: u64,
 ) {
+    let cacheable = matches!(framing, Framing::Length(_)) && !response.has_custom_reason();
+    if cacheable
+        && HEAD_CACHE.with(|cache| cache.borrow().append_if_current(out, response, loop_now_ms))
+    {
+        if let Framing::Length(n) = framing {
+            push_length_tail(out, n, connection);
+        }
+        return;
+    }
+    let start = out.len();
     let status = response.status();
     // One pass over the application's fields finds what changes the head (its own `Date`,
     // `Connection` tokens to merge with ours) and sizes the single reservation, so the pushes
@@ -86,12 +153,24 @@ pub(crate) fn encode_head(
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
+    let mut date_at = u64::MAX;
     if !has_date {
-        with_date_line(loop_now_ms, |line| out.extend_from_slice(line));
+        date_at = with_date_line(loop_now_ms, |line, at| {
+            out.extend_from_slice(line);
+            at
+        });
     }
     match framing {
         Framing::Length(n) => {
             out.extend_from_slice(b"Content-Length: ");
+            // The application's own Date or Connection field makes the head one-off.
+            if cacheable && !has_date && extra_connection.is_none() {
+                HEAD_CACHE.with(|cache| cache.borrow_mut().fill(response, date_at, &out[start..]));
+            }
+            if extra_connection.is_none() {
+                push_length_tail(out, n, connection);
+                return;
+            }
             push_u64(out, n);
             out.extend_from_slice(b"\r\n");
         }
@@ -124,6 +203,32 @@ pub(crate) fn encode_head(
         (ConnectionHeader::Omit, None) => {}
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Longest `push_length_tail` output: 20 digits and `\r\nConnection: keep-alive\r\n\r\n`.
+const LENGTH_TAIL_MAX: usize = 20 + 28;
+
+/// Ends a head after `Content-Length: `: the length, our `Connection` field and the blank
+/// line, in one copy.
+fn push_length_tail(out: &mut Vec<u8>, n: u64, connection: ConnectionHeader) {
+    let tail: &[u8] = match connection {
+        ConnectionHeader::Omit => b"\r\n\r\n",
+        ConnectionHeader::Close => b"\r\nConnection: close\r\n\r\n",
+        ConnectionHeader::KeepAlive => b"\r\nConnection: keep-alive\r\n\r\n",
+    };
+    let mut buf = [0u8; LENGTH_TAIL_MAX];
+    let mut i = 20;
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf[20..20 + tail.len()].copy_from_slice(tail);
+    out.extend_from_slice(&buf[i..20 + tail.len()]);
 }
 
 /// Appends a decimal number without going through `fmt`.

@@ -7,7 +7,7 @@ use std::fmt;
 /// the value `name_end..end`. Entries are laid out in the buffer in index
 /// order with no gaps, which lets removal and replacement shift offsets
 /// with a single pass.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Entry {
     start: usize,
     name_end: usize,
@@ -35,8 +35,11 @@ pub struct Headers {
 
 impl Headers {
     /// An empty set; allocates nothing until the first field is added.
-    pub fn new() -> Self {
-        Headers::default()
+    pub const fn new() -> Self {
+        Headers {
+            buf: Vec::new(),
+            entries: Vec::new(),
+        }
     }
 
     /// An empty set with room for `fields` fields of typical size
@@ -62,6 +65,12 @@ impl Headers {
     /// Whether there are no fields.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Whether `other` holds byte for byte the same fields, in the same order (names compared
+    /// case-sensitively): two slice comparisons, for callers that cache what a set encodes to.
+    pub(crate) fn same_bytes(&self, other: &Headers) -> bool {
+        self.buf == other.buf && self.entries == other.entries
     }
 
     /// Total bytes of names and values stored (no separators); a cheap
