@@ -310,6 +310,76 @@ mod tests {
         );
     }
 
+    fn head_at(r: &Response, f: Framing, c: ConnectionHeader, now: u64) -> String {
+        let mut out = b"before".to_vec();
+        encode_head(&mut out, r, f, c, now);
+        assert!(out.starts_with(b"before"), "appends, never rewrites");
+        String::from_utf8(out.split_off(6)).unwrap()
+    }
+
+    /// The head cache must give exactly what encoding afresh gives, whatever changed since.
+    #[test]
+    fn a_cached_head_is_only_reused_when_nothing_changed() {
+        let date = |now| with_date_line(now, |line, _| String::from_utf8(line.to_vec()).unwrap());
+        let mut r = Response::new();
+        r.set_content_type("text/plain");
+        let first = head_at(&r, Framing::Length(13), ConnectionHeader::Omit, 50_000);
+        let want = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n{}Content-Length: 13\r\n\r\n",
+            date(50_000)
+        );
+        assert_eq!(first, want);
+        // A hit: same status, fields and second; another length and Connection field.
+        let again = head_at(&r, Framing::Length(1234), ConnectionHeader::Close, 50_400);
+        assert_eq!(
+            again,
+            want.replace("13\r\n\r\n", "1234\r\nConnection: close\r\n\r\n")
+        );
+        let keep = head_at(&r, Framing::Length(0), ConnectionHeader::KeepAlive, 50_500);
+        assert!(keep.ends_with("Content-Length: 0\r\nConnection: keep-alive\r\n\r\n"));
+        // Another value; the same bytes split into another name and value; another status.
+        r.set_content_type("text/html");
+        assert!(
+            head_at(&r, Framing::Length(1), ConnectionHeader::Omit, 50_600)
+                .contains("\r\nContent-Type: text/html\r\n")
+        );
+        let mut split = Response::new();
+        split.set("Content-Typ", "etext/html");
+        assert!(
+            head_at(&split, Framing::Length(1), ConnectionHeader::Omit, 50_600)
+                .contains("\r\nContent-Typ: etext/html\r\n")
+        );
+        r.set_status(StatusCode::NOT_FOUND);
+        assert!(
+            head_at(&r, Framing::Length(1), ConnectionHeader::Omit, 50_700)
+                .starts_with("HTTP/1.1 404 Not Found\r\n")
+        );
+        // The date moves on exactly when the date cache's own line does.
+        let later = head_at(&r, Framing::Length(1), ConnectionHeader::Omit, 51_000);
+        assert!(later.contains(&date(51_000)), "{later}");
+        // The application's own Date or Connection field, a custom reason: encoded afresh.
+        r.set("Connection", "upgrade");
+        let merged = head_at(&r, Framing::Length(2), ConnectionHeader::KeepAlive, 51_100);
+        assert!(merged.ends_with("Content-Length: 2\r\nConnection: keep-alive, upgrade\r\n\r\n"));
+        assert_eq!(
+            head_at(&r, Framing::Length(2), ConnectionHeader::Omit, 51_100)
+                .matches("Connection")
+                .count(),
+            1
+        );
+        r.remove("Connection");
+        r.set("Date", "y");
+        let own_date = head_at(&r, Framing::Length(3), ConnectionHeader::Omit, 51_200);
+        assert_eq!(own_date.matches("Date: ").count(), 1);
+        assert!(own_date.contains("\r\nDate: y\r\n"));
+        r.remove("Date");
+        r.set_reason("Gone Fishing");
+        assert!(
+            head_at(&r, Framing::Length(3), ConnectionHeader::Omit, 51_300)
+                .starts_with("HTTP/1.1 404 Gone Fishing\r\n")
+        );
+    }
+
     #[test]
     fn chunk_lines() {
         let mut b = [0u8; 20];
