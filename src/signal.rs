@@ -103,6 +103,13 @@ impl<F: ?Sized> Signal<F> {
     /// handed to its next user.
     #[inline]
     pub fn renew(&self) {
+        if matches!(self.slots.try_borrow().as_deref(), Ok(None)) {
+            return; // never attached to nor cloned: the common case, kept inline
+        }
+        self.renew_existing();
+    }
+
+    fn renew_existing(&self) {
         let shared = {
             let slots = self.slots.borrow();
             let Some(slots) = &*slots else {

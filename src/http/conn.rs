@@ -562,9 +562,6 @@ impl ConnCore {
         buf: &[u8],
     ) -> Result<Option<(usize, BodyKind, Rc<ServerConnection>)>, HttpError> {
         let st = self.st();
-        if st.head_started.get().is_none() {
-            st.head_started.set(Some(self.now()));
-        }
         let ex = st
             .next
             .borrow_mut()
@@ -577,6 +574,11 @@ impl ConnCore {
                 Ok(Some((len, kind, ex)))
             }
             Ok(None) => {
+                // The header timeout runs from the read that brought the head's first bytes:
+                // this one, if no earlier read started it. (A head parsed whole needs no mark.)
+                if st.head_started.get().is_none() {
+                    st.head_started.set(Some(self.now()));
+                }
                 *st.next.borrow_mut() = Some(ex);
                 Ok(None)
             }

@@ -211,12 +211,25 @@ const LENGTH_TAIL_MAX: usize = 20 + 28;
 /// Ends a head after `Content-Length: `: the length, our `Connection` field and the blank
 /// line, in one copy.
 fn push_length_tail(out: &mut Vec<u8>, n: u64, connection: ConnectionHeader) {
-    let tail: &[u8] = match connection {
-        ConnectionHeader::Omit => b"\r\n\r\n",
-        ConnectionHeader::Close => b"\r\nConnection: close\r\n\r\n",
-        ConnectionHeader::KeepAlive => b"\r\nConnection: keep-alive\r\n\r\n",
-    };
+    const OMIT: &[u8; 4] = b"\r\n\r\n";
+    const CLOSE: &[u8; 23] = b"\r\nConnection: close\r\n\r\n";
+    const KEEP_ALIVE: &[u8; 28] = b"\r\nConnection: keep-alive\r\n\r\n";
     let mut buf = [0u8; LENGTH_TAIL_MAX];
+    // Constant-size copies, so no call per piece: the whole tail is one `extend`.
+    let tail_len = match connection {
+        ConnectionHeader::Omit => {
+            buf[20..24].copy_from_slice(OMIT);
+            OMIT.len()
+        }
+        ConnectionHeader::Close => {
+            buf[20..43].copy_from_slice(CLOSE);
+            CLOSE.len()
+        }
+        ConnectionHeader::KeepAlive => {
+            buf[20..48].copy_from_slice(KEEP_ALIVE);
+            KEEP_ALIVE.len()
+        }
+    };
     let mut i = 20;
     let mut n = n;
     loop {
@@ -227,8 +240,7 @@ fn push_length_tail(out: &mut Vec<u8>, n: u64, connection: ConnectionHeader) {
             break;
         }
     }
-    buf[20..20 + tail.len()].copy_from_slice(tail);
-    out.extend_from_slice(&buf[i..20 + tail.len()]);
+    out.extend_from_slice(&buf[i..20 + tail_len]);
 }
 
 /// Appends a decimal number without going through `fmt`.

@@ -439,8 +439,8 @@ impl ServerShared {
         matches!(self.state.get(), RunState::Stopping | RunState::Stopped)
     }
 
-    pub(crate) fn connection_signal(&self) -> Signal<dyn FnMut(ServerConnectionPtr)> {
-        self.connection.clone()
+    pub(crate) fn connection_signal(&self) -> &Signal<dyn FnMut(ServerConnectionPtr)> {
+        &self.connection
     }
 
     pub(crate) fn factory(&self) -> Option<Rc<dyn ServerConnectionFactory>> {
