@@ -368,8 +368,22 @@ impl ConnCore {
         self.socket.write_with(fill);
     }
 
-    pub(crate) fn socket_cork(&self) {
+    /// Corks the socket for a burst of writes from a response; returns whether it did, for
+    /// [`socket_uncork_if`](Self::socket_uncork_if). While a read is being parsed the socket is
+    /// corked already, until the whole read is answered: a nested pair would only cost.
+    pub(crate) fn socket_cork(&self) -> bool {
+        if self.processing.get() {
+            return false;
+        }
         self.socket.cork();
+        true
+    }
+
+    /// Ends what [`socket_cork`](Self::socket_cork) started, if it corked.
+    pub(crate) fn socket_uncork_if(&self, corked: bool) {
+        if corked {
+            self.socket_uncork();
+        }
     }
 
     pub(crate) fn socket_uncork(&self) {

@@ -459,15 +459,18 @@ impl ServerConnection {
         if self.headers_sent.get() {
             return Err(SendError::HeadersAlreadySent);
         }
-        let (framing, connection) = self.decide_framing(&core);
+        self.send_head_on(&core, body)
+    }
+
+    /// [`send_head`](Self::send_head) once the caller checked the connection and that no head
+    /// went out yet.
+    fn send_head_on(&self, core: &ConnCore, body: &[u8]) -> Result<bool, SendError> {
+        let (framing, connection) = self.decide_framing(core);
         // Inside `respond` the socket is corked already.
-        let cork = !self.responding.get();
-        if cork {
-            core.socket_cork();
-        }
+        let corked = !self.responding.get() && core.socket_cork();
         if self.needs_continue_before_head(framing) {
             self.continue_sent.set(true);
-            self.emit_static(&core, CONTINUE_HEAD);
+            self.emit_static(core, CONTINUE_HEAD);
         }
         let inline = !body.is_empty()
             && body.len() <= INLINE_BODY_MAX
@@ -495,11 +498,9 @@ impl ServerConnection {
             }
         }
         if inline || framing == Framing::None || framing == Framing::Length(0) {
-            self.finish(&core);
+            self.finish(core);
         }
-        if cork {
-            core.socket_uncork();
-        }
+        core.socket_uncork_if(corked);
         Ok(inline)
     }
 
@@ -582,22 +583,22 @@ impl ServerConnection {
                 if self.complete.get() {
                     return Err(SendError::ResponseComplete);
                 }
-                core.socket_cork();
+                let corked = core.socket_cork();
                 self.emit_body(&core, data);
                 self.output.borrow_mut().sent = sent + len;
                 if sent + len == declared {
                     self.finish(&core);
                 }
-                core.socket_uncork();
+                core.socket_uncork_if(corked);
             }
             Framing::Chunked => {
                 if len > 0 {
                     let mut line = [0u8; 20];
-                    core.socket_cork();
+                    let corked = core.socket_cork();
                     self.emit_copy(&core, chunk_size_line(len as usize, &mut line));
                     self.emit_body(&core, data);
                     self.emit_copy(&core, b"\r\n");
-                    core.socket_uncork();
+                    core.socket_uncork_if(corked);
                     self.output.borrow_mut().sent += len;
                 }
             }
@@ -670,10 +671,10 @@ impl ServerConnection {
         };
         match framing {
             Framing::Chunked => {
-                core.socket_cork();
+                let corked = core.socket_cork();
                 self.emit_static(&core, LAST_CHUNK);
                 self.finish(&core);
-                core.socket_uncork();
+                core.socket_uncork_if(corked);
                 Ok(())
             }
             Framing::UntilClose => {
@@ -723,10 +724,10 @@ impl ServerConnection {
             }
         }
         tail.extend_from_slice(b"\r\n");
-        core.socket_cork();
+        let corked = core.socket_cork();
         self.emit(&core, OwnedBuf::Vec(tail));
         self.finish(&core);
-        core.socket_uncork();
+        core.socket_uncork_if(corked);
         Ok(())
     }
 
@@ -756,9 +757,9 @@ impl ServerConnection {
                 r.set_content_length(body.len() as u64);
             }
         }
-        core.socket_cork();
+        let corked = core.socket_cork();
         self.responding.set(true);
-        let result = self.send_head(body).and_then(|inline| {
+        let result = self.send_head_on(&core, body).and_then(|inline| {
             if !inline && !body.is_empty() && !self.complete.get() {
                 self.send(body).map(|_| ())
             } else {
@@ -766,7 +767,7 @@ impl ServerConnection {
             }
         });
         self.responding.set(false);
-        core.socket_uncork();
+        core.socket_uncork_if(corked);
         result
     }
 
