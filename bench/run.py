@@ -8,6 +8,10 @@ and reads the server's CPU time and memory from /proc. Every figure is also
 shown as a ratio to the ceiling's figure from the same run: on a shared machine
 absolute numbers drift, ratios taken minutes apart do not drift much.
 
+The pipelined scenario's p99 comes from a separate, short h2load pass run after
+wrk's on the same server (wrk times whole pipelined batches and often prints no
+usable p99 there); its throughput and CPU figures are wrk's, as everywhere.
+
 See bench/README.md for what each column means. Python 3 standard library only.
 """
 
@@ -53,6 +57,11 @@ NGINX_ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")
 # handshake at a time; one alone leaves the server idle during every round trip, four keep
 # the client CPU busy (a full handshake costs the client more than the server).
 HANDSHAKE_CLIENTS = 4
+# The pipelined scenario's latency pass (h2load): main duration at most this many
+# seconds (never longer than the wrk run), after a warm-up that h2load does not log.
+# Even a slow target completes hundreds of thousands of requests in it: plenty for a p99.
+H2LOAD_SECONDS = 3
+H2LOAD_WARM_UP_SECONDS = 1
 
 
 # --------------------------------------------------------------------------- scenarios
@@ -76,6 +85,9 @@ class Scenario:
     tls: bool = False
     # Load from `openssl s_time -new` (full handshakes) instead of wrk.
     handshakes: bool = False
+    # p99 from a separate h2load pass after wrk's (per request, pipelined PIPELINE_DEPTH
+    # deep): wrk's latency with pipelining is per batch, and often 0.00us (no figure).
+    h2load_latency: bool = False
     # The target every ratio of this scenario is taken to. The ceiling has no TLS, so the
     # HTTPS scenarios compare with nginx serving the same certificate.
     baseline: str = "ceiling"
@@ -88,6 +100,7 @@ SCENARIOS = [
         "b",
         f"keep-alive GET /, {LOAD_CONNECTIONS} connections, pipelined {PIPELINE_DEPTH} deep",
         wrk_script="pipeline.lua",
+        h2load_latency=True,
     ),
     Scenario(
         "close",
@@ -344,6 +357,44 @@ def builtin_targets() -> Dict[str, Target]:
     }
 
 
+# --------------------------------------------------------------------------- tools
+
+
+def apt_get(arguments: List[str]) -> subprocess.CompletedProcess:
+    """One apt-get call that never asks a question; its output is kept for the error."""
+    environment = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    try:
+        return subprocess.run(["apt-get"] + arguments, capture_output=True, text=True,
+                              env=environment, stdin=subprocess.DEVNULL, timeout=900)
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(arguments, 1, "", "apt-get took over 15 minutes")
+
+
+def ensure_tool(tool: str, package: str) -> Optional[str]:
+    """The path of `tool`. When it is missing and we are root on a Debian-like machine
+    (apt-get exists), installs `package` first; None if it is still missing."""
+    path = shutil.which(tool)
+    if path or os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return path
+    print(f"{tool} not found: installing it (apt-get install -y {package})", flush=True)
+    result = apt_get(["install", "-y", package])
+    if result.returncode != 0:
+        # A fresh machine may have no package lists yet, or stale ones: refresh once.
+        print("apt-get install failed; running apt-get update and trying again", flush=True)
+        apt_get(["update"])
+        result = apt_get(["install", "-y", package])
+    if result.returncode != 0:
+        print(f"apt-get install -y {package} failed:\n{tail(result.stderr or result.stdout, 4)}",
+              flush=True)
+    return shutil.which(tool)
+
+
+def tool_version(command: List[str]) -> str:
+    """The first line a tool prints about its version (wrk writes it to stdout, exiting 1)."""
+    result = subprocess.run(command, capture_output=True, text=True)
+    return (result.stdout or result.stderr).split("\n")[0]
+
+
 # --------------------------------------------------------------------------- processes
 
 
@@ -548,7 +599,9 @@ def run_wrk(scenario: Scenario, port: int, duration: float) -> dict:
         # wrk 4.1 prints 0.00us when its coordinated-omission correction overflows its
         # histogram (seen with pipelining): that is no measurement.
         figures["p99_us"] = None
-        problems.append("wrk gave no usable p99")
+        # Not worth a note where the p99 shown is h2load's anyway.
+        if not (scenario.h2load_latency and ARGS.h2load):
+            problems.append("wrk gave no usable p99")
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     if errors and any(int(count) for count in errors.groups()):
         problems.append("socket errors: connect {}, read {}, write {}, timeout {}".format(*errors.groups()))
@@ -558,6 +611,131 @@ def run_wrk(scenario: Scenario, port: int, duration: float) -> dict:
     if problems:
         figures["problems"] = "; ".join(problems)
     return figures
+
+
+H2LOAD_REQUESTS = re.compile(
+    r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+    r"(\d+) errored, (\d+) timeout$", re.MULTILINE)
+H2LOAD_STATUS = re.compile(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx$", re.MULTILINE)
+
+
+def latency_seconds() -> int:
+    """Main duration of the h2load pass: H2LOAD_SECONDS, but no longer than the wrk run
+    (h2load takes whole seconds)."""
+    return max(1, min(H2LOAD_SECONDS, int(ARGS.duration)))
+
+
+def p99_from_h2load_log(log_path: Path) -> dict:
+    """p99 of the per-request times in an h2load --log-file, in microseconds.
+
+    Each line is tab-separated: request start (microseconds since the epoch), HTTP status
+    (-1 for a failed request), microseconds until the end of the response (h2load's man
+    page; later versions may add columns after these). Failed requests have no latency
+    and are only counted. Counts per microsecond value keep memory small: the ceiling
+    completes millions of requests in a few seconds.
+    """
+    counts: Dict[int, int] = {}
+    failed = malformed = 0
+    with open(log_path) as log:
+        for line in log:
+            columns = line.split("\t")
+            if len(columns) < 3 or not columns[2].strip().isdigit():
+                malformed += 1
+                continue
+            if columns[1] == "-1":
+                failed += 1
+                continue
+            duration = int(columns[2])
+            counts[duration] = counts.get(duration, 0) + 1
+    logged = sum(counts.values())
+    figures = {"logged": logged, "failed_in_log": failed, "malformed_lines": malformed, "p99_us": None}
+    if logged:
+        # Nearest rank: the smallest time that at least 99 % of the requests took at most.
+        rank, seen = -(-logged * 99 // 100), 0
+        for duration in sorted(counts):
+            seen += counts[duration]
+            if seen >= rank:
+                figures["p99_us"] = float(duration)
+                break
+    return figures
+
+
+def run_h2load_latency(scenario: Scenario, port: int, pid: int, log_path: Path) -> dict:
+    """The pipelined scenario's latency pass: h2load over HTTP/1.1 with wrk's connection
+    count, one thread on the client CPU, PIPELINE_DEPTH requests in flight per connection
+    (for HTTP/1.1 h2load's -m is the pipelining depth), for a fixed time, every request's
+    time logged. Returns the p99 per request and h2load's counts; throughput and CPU stay
+    wrk's, so this is measured apart from them."""
+    seconds = latency_seconds()
+    # h2load appends to an existing log file: start from an empty one.
+    log_path.unlink(missing_ok=True)
+    command = [
+        "taskset", "-c", str(ARGS.client_cpu),
+        ARGS.h2load, "--h1", f"-c{LOAD_CONNECTIONS}", "-t1", f"-m{PIPELINE_DEPTH}",
+        f"-D{seconds}", f"--warm-up-time={H2LOAD_WARM_UP_SECONDS}", f"--log-file={log_path}",
+        f"http://{HOST}:{port}{scenario.path}",
+    ]
+    try:
+        # The server's CPU share during the pass (warm-up included) is kept apart from the
+        # scenario's figures: well below 100 % means h2load, not the server, set the pace,
+        # so the p99 is then mostly h2load's own, as wrk's srv CPU tells for wrk's figures.
+        cpu_before, started = cpu_seconds(pid), time.monotonic()
+        try:
+            result = subprocess.run(command, capture_output=True, text=True,
+                                    timeout=seconds + H2LOAD_WARM_UP_SECONDS + 60)
+        except subprocess.TimeoutExpired:
+            # h2load waits for answers without a limit: a server that stops answering stalls it.
+            return {"error": "h2load did not finish (did the server stop answering?)"}
+        output = result.stdout
+        figures: dict = {"h2load_output": output, "server_cpu_pct":
+                         100.0 * (cpu_seconds(pid) - cpu_before) / (time.monotonic() - started)}
+        requests = H2LOAD_REQUESTS.search(output)
+        statuses = H2LOAD_STATUS.search(output)
+        if result.returncode != 0 or not requests or not statuses:
+            figures["error"] = f"h2load failed (status {result.returncode}): {tail(result.stderr or output, 4)}"
+            return figures
+        figures |= p99_from_h2load_log(log_path)
+    finally:
+        # Tens of megabytes for the ceiling: gone before the next target runs.
+        log_path.unlink(missing_ok=True)
+    done, failed, errored, timed_out = (int(requests.group(i)) for i in (3, 5, 6, 7))
+    ok, redirected, client_errors, server_errors = map(int, statuses.groups())
+    figures |= {"failed": failed, "errored": errored, "timeout": timed_out, "status_2xx": ok,
+                "status_other": redirected + client_errors + server_errors}
+    figures["requests"] = done
+    figures["req_per_s"] = done / seconds
+    problems = []
+    if failed or errored or timed_out:
+        problems.append(f"{failed} failed, {errored} errored, {timed_out} timed out")
+    if figures["status_other"]:
+        problems.append(f"{figures['status_other']} non-2xx answers")
+    if not ok or figures["p99_us"] is None:
+        problems.append("no successful request logged")
+    if figures["malformed_lines"]:
+        problems.append(f"{figures['malformed_lines']} unreadable log lines")
+    if problems:
+        figures["problems"] = "; ".join(problems)
+    return figures
+
+
+def add_latency_pass(figures: dict, scenario: Scenario, port: int, pid: int, log_path: Path) -> None:
+    """Runs the h2load pass and makes its p99 the one shown; wrk's (per batch, often none)
+    is kept as `wrk_p99_us`. A failed pass leaves no p99 and says why in the problems."""
+    latency = run_h2load_latency(scenario, port, pid, log_path)
+    if not ARGS.verbose:
+        latency.pop("h2load_output", None)
+    figures["wrk_p99_us"] = figures.get("p99_us")
+    figures["p99_us"] = latency.get("p99_us")
+    figures["p99_source"] = (f"h2load --h1 -c{LOAD_CONNECTIONS} -t1 -m{PIPELINE_DEPTH}, "
+                             f"{latency_seconds()} s, per request")
+    figures["h2load"] = latency
+    problem = latency.get("error") or latency.get("problems")
+    if problem:
+        add_problem(figures, f"h2load: {problem.splitlines()[0]}")
+
+
+def add_problem(figures: dict, problem: str) -> None:
+    figures["problems"] = "; ".join(filter(None, (figures.get("problems"), problem)))
 
 
 S_TIME_TOTALS = re.compile(r"^(\d+) connections in [\d.]+s; [\d.]+ connections/user sec, bytes read (\d+)$",
@@ -800,6 +978,14 @@ def measure(target: Target, scenario: Scenario, run_dir: Path, ports: set, nofil
             figures["error"] = f"server exited (status {process.returncode}) during the run:\n{tail(log_path.read_text(errors='replace'))}"
             return figures
         figures["peak_rss_kib"] = memory_kib(process.pid, "VmHWM")
+        if scenario.h2load_latency and ARGS.h2load and "error" not in figures:
+            # Only now, with wrk's CPU time and peak memory read: the latency pass's load
+            # must not count into them.
+            add_latency_pass(figures, scenario, port, process.pid,
+                             run_dir / f"{target.name}-{scenario.name}-h2load.tsv")
+            if process.poll() is not None:
+                figures["error"] = f"server exited (status {process.returncode}) during the h2load pass:\n{tail(log_path.read_text(errors='replace'))}"
+                return figures
         if figures.get("requests"):
             figures["cpu_us_per_req"] = figures["cpu_s"] * 1e6 / figures["requests"]
             if "user_cpu_s" in figures:
@@ -887,6 +1073,10 @@ def print_table(scenario: Scenario, results: Dict[str, dict]) -> None:
         cells = [str(cell).rjust(width) if i else str(cell).ljust(width) for i, (cell, width) in enumerate(zip(row, widths))]
         lines.append("  ".join(cells + [str(row[-1])]).rstrip())
     print("\n".join(lines), flush=True)
+    if scenario.h2load_latency and any("p99_source" in figures for figures in results.values()):
+        print(f"p99 here: per request, from a separate {latency_seconds()} s h2load pass after wrk's "
+              f"(HTTP/1.1, {LOAD_CONNECTIONS} connections, {PIPELINE_DEPTH} requests in flight on "
+              f"each); req/s and CPU are wrk's", flush=True)
 
 
 def print_summary(all_results: Dict[str, Dict[str, dict]], target_names: List[str],
@@ -921,7 +1111,7 @@ def machine_description() -> dict:
                     break
     except OSError:
         pass
-    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0]
+    wrk_version = tool_version(["wrk", "-v"])
     openssl_version = "openssl CLI not found"
     if shutil.which("openssl"):
         openssl_version = subprocess.run(["openssl", "version"], capture_output=True,
@@ -932,6 +1122,7 @@ def machine_description() -> dict:
         "kernel": platform.release(),
         "wrk": wrk_version.split(" [")[0].strip(),
         "openssl": openssl_version,
+        "h2load": tool_version([ARGS.h2load, "--version"]) if ARGS.h2load else None,
         "loadavg_at_start": open("/proc/loadavg").read().split()[:3],
     }
 
@@ -957,7 +1148,7 @@ def parse_args(argv=None):
                         help=f"connections for the idle scenario (default {IDLE_CONNECTIONS})")
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--client-cpu", type=int, default=1)
-    parser.add_argument("--verbose", action="store_true", help="keep wrk's output in the JSON")
+    parser.add_argument("--verbose", action="store_true", help="keep wrk's (and h2load's) output in the JSON")
     parser.add_argument("--keep-logs", action="store_true", help="keep server logs and configs")
     args = parser.parse_args(argv)
     if args.quick:
@@ -1010,14 +1201,21 @@ def raise_nofile_limit(needed: int) -> int:
 def main() -> int:
     global ARGS
     ARGS = parse_args()
-    for tool in ("wrk", "taskset"):
-        if shutil.which(tool) is None:
-            hint = "apt-get install -y wrk" if tool == "wrk" else "apt-get install -y util-linux"
-            sys.exit(f"{tool} not found ({hint})")
+    if ensure_tool("wrk", "wrk") is None:
+        sys.exit("wrk not found (apt-get install -y wrk)")
+    if shutil.which("taskset") is None:
+        sys.exit("taskset not found (apt-get install -y util-linux)")
     available = os.sched_getaffinity(0)
     if ARGS.server_cpu not in available or ARGS.client_cpu not in available or ARGS.server_cpu == ARGS.client_cpu:
         sys.exit(f"need two distinct usable CPUs for --server-cpu/--client-cpu; have {sorted(available)}")
     scenarios = select_scenarios(ARGS.only)
+    # h2load only gives the pipelined scenario's p99; without it that scenario runs as before.
+    ARGS.h2load = None
+    if any(s.h2load_latency for s in scenarios):
+        ARGS.h2load = ensure_tool("h2load", "nghttp2-client")
+        if ARGS.h2load is None:
+            print("note: h2load not found (apt-get install -y nghttp2-client): "
+                  "no p99 for the pipelined scenario", flush=True)
     targets = select_targets(ARGS, scenarios)
 
     nofile = raise_nofile_limit(ARGS.idle_connections + 200)
@@ -1093,6 +1291,10 @@ def run(scenarios: List[Scenario], targets: List[Target], run_dir: Path, nofile:
         print(f"https-*: throwaway EC P-256 certificate; clients use {description['openssl']}; "
               f"ratios are to nginx in the same run (the ceiling has no TLS); https-handshake "
               f"load from {HANDSHAKE_CLIENTS} `openssl s_time -new` on CPU {ARGS.client_cpu}")
+    if ARGS.h2load:
+        print(f"pipelined: p99 per request from {description['h2load']} (--h1 -c{LOAD_CONNECTIONS} -t1 "
+              f"-m{PIPELINE_DEPTH}, {latency_seconds()} s after a {H2LOAD_WARM_UP_SECONDS} s warm-up) "
+              f"on CPU {ARGS.client_cpu}, run after wrk on the same server; req/s and CPU are wrk's")
 
     ports: set = set()
     all_results: Dict[str, Dict[str, dict]] = {}
@@ -1135,6 +1337,8 @@ def run(scenarios: List[Scenario], targets: List[Target], run_dir: Path, nofile:
                     "server_cpu": ARGS.server_cpu,
                     "client_cpu": ARGS.client_cpu,
                     "handshake_clients": HANDSHAKE_CLIENTS,
+                    "h2load_seconds": latency_seconds() if ARGS.h2load else None,
+                    "h2load_warm_up_seconds": H2LOAD_WARM_UP_SECONDS if ARGS.h2load else None,
                 },
                 "results": all_results,
             }, output, indent=2)
