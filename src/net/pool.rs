@@ -39,9 +39,14 @@ pub(crate) fn take_bytes() -> Vec<u8> {
         .unwrap_or_else(|| Vec::with_capacity(FRESH_CAPACITY))
 }
 
+/// Whether a buffer is worth keeping for reuse (not empty, not oversized).
+pub(crate) fn worth_keeping(v: &Vec<u8>) -> bool {
+    v.capacity() != 0 && v.capacity() <= MAX_POOLED_CAPACITY
+}
+
 /// Returns a byte buffer to the pool.
 pub(crate) fn give_bytes(mut v: Vec<u8>) {
-    if v.capacity() == 0 || v.capacity() > MAX_POOLED_CAPACITY {
+    if !worth_keeping(&v) {
         return;
     }
     v.clear();

@@ -69,15 +69,39 @@ pub(crate) struct OutQueue {
     pending_bytes: usize,
     in_flight_bytes: usize,
     in_flight: bool,
+    /// An emptied buffer kept for the next output (capacity 0 when none). The queue and the
+    /// buffer it needs are then taken from and given back to the pool together: one pool trip
+    /// per burst of output instead of three.
+    spare: Vec<u8>,
 }
 
 impl OutQueue {
+    /// A buffer to queue bytes in: the spare if there is one, else one from the pool.
+    fn fresh_buffer(&mut self) -> Vec<u8> {
+        if self.spare.capacity() > 0 {
+            std::mem::take(&mut self.spare)
+        } else {
+            pool::take_bytes()
+        }
+    }
+
+    /// Takes back a buffer whose bytes were written: kept as the spare if there is none yet.
+    fn recycle(&mut self, b: OwnedBuf) {
+        match b {
+            OwnedBuf::Vec(mut v) if self.spare.capacity() == 0 && pool::worth_keeping(&v) => {
+                v.clear();
+                self.spare = v;
+            }
+            other => pool::give_owned(other),
+        }
+    }
+
     /// Empties the queue for reuse (buffers go back to the pool); false if it grew too large to
     /// be worth keeping.
     pub(crate) fn reset(&mut self) -> bool {
         // Usually empty (given back after a complete flush): skip setting up a drain.
         while let Some(b) = self.pending.pop_front() {
-            pool::give_owned(b);
+            self.recycle(b);
         }
         self.head_offset = 0;
         self.pending_bytes = 0;
@@ -233,7 +257,7 @@ impl TcpSocket {
                     return;
                 }
             }
-            let mut v = pool::take_bytes();
+            let mut v = out.fresh_buffer();
             v.extend_from_slice(data);
             out.pending.push_back(OwnedBuf::Vec(v));
         });
@@ -247,8 +271,10 @@ impl TcpSocket {
             let reuse =
                 matches!(q.back(), Some(OwnedBuf::Vec(last)) if last.len() < COALESCE_LIMIT);
             if !reuse {
-                q.push_back(OwnedBuf::Vec(pool::take_bytes()));
+                let fresh = out.fresh_buffer();
+                out.pending.push_back(OwnedBuf::Vec(fresh));
             }
+            let q = &mut out.pending;
             let Some(OwnedBuf::Vec(last)) = q.back_mut() else {
                 unreachable!("a vector was just ensured at the back");
             };
@@ -258,7 +284,7 @@ impl TcpSocket {
             if added == 0 && !reuse {
                 // Never leave an empty buffer queued: flushing could not make progress on it.
                 if let Some(b) = q.pop_back() {
-                    pool::give_owned(b);
+                    out.recycle(b);
                 }
             }
             out.pending_bytes += added;
@@ -369,12 +395,12 @@ impl TcpSocket {
         let mut left = written;
         let mut offset = head_offset;
         while left > 0 {
-            let front_len = q.front().map(|b| b.len()).unwrap_or(0) - offset;
+            let front_len = out.pending.front().map(|b| b.len()).unwrap_or(0) - offset;
             if left >= front_len {
                 left -= front_len;
                 offset = 0;
-                if let Some(b) = q.pop_front() {
-                    pool::give_owned(b);
+                if let Some(b) = out.pending.pop_front() {
+                    out.recycle(b);
                 }
             } else {
                 offset += left;
