@@ -912,15 +912,22 @@ impl ConnCore {
     }
 
     fn advance_pipeline(&self) {
+        // Whether the last pop left the pipeline empty (the usual case: one request in line),
+        // which saves looking again.
+        let mut emptied = false;
         loop {
             let popped = self.with_st(|st| {
                 let mut pipeline = st.pipeline.borrow_mut();
                 match pipeline.front() {
-                    Some(f) if f.is_complete() => pipeline.pop_front(),
+                    Some(f) if f.is_complete() => pipeline
+                        .pop_front()
+                        .map(|front| (front, pipeline.is_empty())),
                     _ => None,
                 }
             });
-            let Some(Some(front)) = popped else { break };
+            let Some(Some((front, now_empty))) = popped else {
+                break;
+            };
             front.set_head(false);
             let close_after = front.close_after();
             let adapter = front.take_adapter();
@@ -939,12 +946,16 @@ impl ConnCore {
                 self.close_gracefully();
                 return;
             }
+            if now_empty {
+                emptied = true;
+                break;
+            }
             let next = self.pipeline_front();
             if let Some(next) = next {
                 next.promote(self);
             }
         }
-        if self.pipeline_len() == 0 {
+        if emptied || self.pipeline_len() == 0 {
             self.idle_since.set(self.now());
         }
         self.maybe_close_when_idle();
