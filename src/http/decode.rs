@@ -652,6 +652,7 @@ fn fill_request(
 /// Decides the body of a request whose fields `framing` has seen, and records what the
 /// connection will ask about them; shared by both parsers so they cannot drift apart. On an
 /// error no summary is recorded (the request is not served).
+#[inline]
 fn finish_request(
     framing: Framing,
     version: Version,

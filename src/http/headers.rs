@@ -374,7 +374,7 @@ impl FieldBlock<'_> {
     }
 
     /// Copies the block the recorded ranges refer to, which makes the fields visible.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn finish(mut self, block: &[u8]) {
         debug_assert_eq!(self.headers.buf.len(), self.base);
         debug_assert!(self.headers.entries[self.first..].iter().all(|e| {
