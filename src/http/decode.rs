@@ -6,6 +6,11 @@
 //! decided as soon as they are exceeded, strict line endings, and the
 //! message-framing rules (Host, Content-Length, Transfer-Encoding, target
 //! forms) that protect against request smuggling.
+//!
+//! A request head that arrives whole and clean (the usual case) is read by
+//! a strict single-pass parser instead, which fills the request as it goes;
+//! it declines whatever it is not sure of, and the scanner and httparse then
+//! decide, so both give the same result and every error is worded once.
 
 use std::fmt;
 use std::mem::MaybeUninit;
@@ -197,7 +202,9 @@ impl HeadParser {
     /// skipped and counted in `head_len`. Errors carry the status to answer
     /// with; the connection should be closed after answering. After an
     /// error `req` may hold the failed request's line (useful for the log)
-    /// or still the previous request; do not serve it.
+    /// or still the previous request; do not serve it. While the head is
+    /// incomplete `req` holds the previous request or nothing (it may have
+    /// been cleared).
     pub fn parse_request(
         &mut self,
         buf: &[u8],
@@ -341,8 +348,10 @@ impl HeadParser {
 /// httparse's header array type for one parse.
 type HeaderSlots<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS_CAP];
 
-/// Byte classes for the single-pass head parser and the Host check: one table lookup says
-/// what a byte may be. A byte can be in several classes.
+// Byte classes for the single-pass head parser and the Host check: one table lookup says
+// what a byte may be. A byte can be in several classes.
+
+/// Token bytes (RFC 9110 tchar): methods and field names.
 const CLASS_TCHAR: u8 = 1;
 /// Request-target bytes taken without a second look: `0x21..=0x7E` except '?' (where the
 /// query starts) and '#' (a fragment: an error the fallback words).
@@ -2836,6 +2845,7 @@ mod tests {
                 let line: Vec<u8> = (0..len)
                     .map(|_| match rng.below(12) {
                         0 => *rng.pick(b"\r\n\t\x00\x1f\x7f\x80\xff\x20\x7e"),
+                        1 => rng.below(256) as u8,
                         _ => b'a' + rng.below(26) as u8,
                     })
                     .collect();
