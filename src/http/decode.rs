@@ -6,13 +6,18 @@
 //! decided as soon as they are exceeded, strict line endings, and the
 //! message-framing rules (Host, Content-Length, Transfer-Encoding, target
 //! forms) that protect against request smuggling.
+//!
+//! A request head that arrives whole and clean (the usual case) is read by
+//! a strict single-pass parser instead, which fills the request as it goes;
+//! it declines whatever it is not sure of, and the scanner and httparse then
+//! decide, so both give the same result and every error is worded once.
 
 use std::fmt;
 use std::mem::MaybeUninit;
 
 use crate::http::headers::{list_elements, trim_ows, Headers};
 use crate::http::method::{is_tchar, is_token, Method};
-use crate::http::request::{Request, TargetForm, Version};
+use crate::http::request::{analyze_target, Request, Summary, TargetForm, TargetParts, Version};
 use crate::http::response_head::ResponseHead;
 use crate::http::status::StatusCode;
 
@@ -197,7 +202,9 @@ impl HeadParser {
     /// skipped and counted in `head_len`. Errors carry the status to answer
     /// with; the connection should be closed after answering. After an
     /// error `req` may hold the failed request's line (useful for the log)
-    /// or still the previous request; do not serve it.
+    /// or still the previous request; do not serve it. While the head is
+    /// incomplete `req` holds the previous request or nothing (it may have
+    /// been cleared).
     pub fn parse_request(
         &mut self,
         buf: &[u8],
@@ -206,7 +213,7 @@ impl HeadParser {
     ) -> Result<Option<(usize, BodyKind)>, HttpError> {
         let max_fields = limits.max_headers.min(MAX_HEADERS_CAP);
         if self.scanned == 0 {
-            if let Some(done) = parse_complete_request_head(buf, limits, max_fields, req) {
+            if let Some(done) = parse_clean_request_head(buf, limits, max_fields, req) {
                 return done.map(Some);
             }
         }
@@ -341,34 +348,256 @@ impl HeadParser {
 /// httparse's header array type for one parse.
 type HeaderSlots<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS_CAP];
 
-/// The fast path for a head that arrived whole (the usual case): httparse alone finds its end
-/// and parses it, and the rules the scanner enforces are checked on the result. `None` means
-/// "not sure": incomplete, malformed, blank lines before it, or near a limit; the scanner then
-/// takes over and gives the precise answer, so only clean heads are accepted here.
-fn parse_complete_request_head(
+// Byte classes for the single-pass head parser and the Host check: one table lookup says
+// what a byte may be. A byte can be in several classes.
+
+/// Token bytes (RFC 9110 tchar): methods and field names.
+const CLASS_TCHAR: u8 = 1;
+/// Request-target bytes taken without a second look: `0x21..=0x7E` except '?' (where the
+/// query starts) and '#' (a fragment: an error the fallback words).
+const CLASS_TARGET: u8 = 2;
+/// [`CLASS_TARGET`] plus '?': the bytes of a query, whose later '?'s are ordinary.
+const CLASS_QUERY: u8 = 4;
+/// Bytes a `Host` value may hold (see [`is_host_value`]).
+const CLASS_HOST: u8 = 8;
+
+/// The classes of every byte value, built once at compile time.
+static CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let mut class = 0;
+        if is_tchar(c) {
+            class |= CLASS_TCHAR;
+        }
+        if c >= 0x21 && c <= 0x7e && c != b'#' {
+            class |= CLASS_QUERY;
+            if c != b'?' {
+                class |= CLASS_TARGET;
+            }
+        }
+        if is_host_byte(c) {
+            class |= CLASS_HOST;
+        }
+        table[b] = class;
+        b += 1;
+    }
+    table
+};
+
+/// Whether byte `b` is in `class`.
+#[inline(always)]
+fn is(class: u8, b: u8) -> bool {
+    CLASS[usize::from(b)] & class != 0
+}
+
+/// The fast path for a head that arrived whole (the usual case): one strict pass over a
+/// clean head that fills `req` as it goes. It accepts only what it is sure of, a subset of
+/// what the scanner and httparse accept, and gives exactly their result for it: the
+/// request-line at byte 0 as `token SP target SP HTTP/1.x CRLF` with a target of visible
+/// ASCII without '#', then `token ":" OWS value CRLF` field lines with values of HTAB, SP,
+/// visible ASCII and obs-text, then CRLF, within the limits. Anything else (incomplete, blank
+/// lines first, bare CR or LF, obs-fold, whitespace before a colon, a control byte, a limit
+/// reached, a target form the method may not use) is `None`, "not sure": the scanner and
+/// httparse then decide and word the error. `req` is left cleared when this declines after
+/// touching it.
+fn parse_clean_request_head(
     buf: &[u8],
     limits: &HeadLimits,
     max_fields: usize,
     req: &mut Request,
 ) -> Option<Result<(usize, BodyKind), HttpError>> {
+    // A head ending within the limit ends inside this window (as for the scanner).
     let window = &buf[..buf.len().min(limits.max_head_size)];
-    let mut slots: HeaderSlots<'_> = [MaybeUninit::uninit(); MAX_HEADERS_CAP];
-    let mut parsed = httparse::Request::new(&mut []);
-    let slots = slots.get_mut(..max_fields).unwrap_or_default();
-    let Ok(httparse::Status::Complete(head_len)) = parsed.parse_with_uninit_headers(window, slots)
-    else {
-        return None;
+
+    // Method: 1*tchar SP; GET, by far the most common, in one comparison.
+    let (method, method_end) = if window.starts_with(b"GET ") {
+        (Method::Get, 3)
+    } else {
+        let end = window.iter().position(|&b| !is(CLASS_TCHAR, b))?;
+        if end == 0 || window[end] != b' ' {
+            return None;
+        }
+        (Method::from_bytes(&window[..end]), end)
     };
-    let (Some(method), Some(target)) = (parsed.method, parsed.path) else {
-        return None;
-    };
-    // The request-line is `method SP target SP HTTP/1.x` (httparse allows no other spacing).
-    let request_line = method.len() + target.len() + 10;
-    let head = &window[..head_len];
-    if request_line > limits.max_request_line || !lines_end_in_crlf(head, &parsed, request_line) {
+
+    // Target: 1*(visible ASCII but '#') SP, noting where the query starts on the way.
+    let rest = &window[method_end + 1..];
+    let mut target_len = rest.iter().position(|&b| !is(CLASS_TARGET, b))?;
+    let mut query_at = None;
+    if rest[target_len] == b'?' {
+        query_at = Some(target_len);
+        target_len += 1;
+        target_len += rest[target_len..]
+            .iter()
+            .position(|&b| !is(CLASS_QUERY, b))?;
+    }
+    if target_len == 0 || rest[target_len] != b' ' {
         return None;
     }
-    Some(fill_request(&parsed, req).map(|kind| (head_len, kind)))
+    let target_bytes = &rest[..target_len];
+
+    // Version and the line's CRLF: one word and two bytes.
+    let version = rest.get(target_len + 1..target_len + 11)?;
+    let version = match (
+        u64::from_le_bytes(version[..8].try_into().ok()?),
+        &version[8..],
+    ) {
+        (HTTP_1_1, b"\r\n") => Version::Http11,
+        (HTTP_1_0, b"\r\n") => Version::Http10,
+        _ => return None,
+    };
+    // The scanner's limit is on the line without its CRLF.
+    let line_len = method_end + 1 + target_len + 9;
+    if line_len > limits.max_request_line {
+        return None;
+    }
+    let parts = match (target_bytes[0], query_at) {
+        // Origin-form: the split `analyze_target` would make, from what the scan noted.
+        (b'/', Some(q)) => TargetParts {
+            form: TargetForm::Origin,
+            path: 0..q,
+            query: Some(q + 1..target_len),
+            authority: 0..0,
+        },
+        (b'/', None) => TargetParts {
+            form: TargetForm::Origin,
+            path: 0..target_len,
+            query: None,
+            authority: 0..0,
+        },
+        // The other forms are rare: the general code, on the text (visible ASCII, so the
+        // conversion cannot fail).
+        _ => analyze_target(std::str::from_utf8(target_bytes).ok()?),
+    };
+    // Origin-form is fine for every method but CONNECT; the rest is checked as the fallback
+    // checks it. A target form the method may not use is an error the fallback reports, with
+    // the request in the state it leaves it in.
+    let check_form = parts.form != TargetForm::Origin || method == Method::Connect;
+    req.clear();
+    req.set_parsed_line(method, &window[..method_end], target_bytes, parts, version);
+    if check_form && check_target_form(req).is_err() {
+        req.clear();
+        return None;
+    }
+
+    let fields_start = line_len + 2;
+    match parse_clean_fields(&window[fields_start..], max_fields, version, req) {
+        Some(done) => Some(done.map(|(len, kind)| (fields_start + len, kind))),
+        None => {
+            req.clear();
+            None
+        }
+    }
+}
+
+/// "HTTP/1.1" and "HTTP/1.0" as the little-endian words the version is compared with.
+const HTTP_1_1: u64 = u64::from_le_bytes(*b"HTTP/1.1");
+const HTTP_1_0: u64 = u64::from_le_bytes(*b"HTTP/1.0");
+
+/// The field lines and the final CRLF of [`parse_clean_request_head`] (`fields` starts after
+/// the request-line): each field is recorded and its framing noted as it passes, so the head
+/// is read once, and the fields are copied into the request in one piece at the end. Returns
+/// the length of the field section with its final CRLF.
+fn parse_clean_fields(
+    fields: &[u8],
+    max_fields: usize,
+    version: Version,
+    req: &mut Request,
+) -> Option<Result<(usize, BodyKind), HttpError>> {
+    let mut framing = Framing::default();
+    let mut block = req.headers_mut().block();
+    let mut count = 0;
+    let mut i = 0;
+    loop {
+        // Field name: 1*tchar ":"; a line that starts otherwise is the end of the head (CRLF)
+        // or something for the fallback (obs-fold, a bare LF, an empty name...).
+        let line = fields.get(i..)?;
+        let name_len = line.iter().position(|&b| !is(CLASS_TCHAR, b))?;
+        if name_len == 0 {
+            if line[0] == b'\r' && *line.get(1)? == b'\n' {
+                break;
+            }
+            return None;
+        }
+        if line[name_len] != b':' {
+            return None;
+        }
+        count += 1;
+        if count > max_fields {
+            return None;
+        }
+        let name = &line[..name_len];
+        let field = FieldName::of_token(name);
+
+        // Leading OWS is not part of the value (httparse skips it too).
+        let mut value_start = name_len + 1;
+        value_start += line[value_start..]
+            .iter()
+            .position(|&b| b != b' ' && b != b'\t')?;
+        let mut value_end = value_start;
+        let mut host_checked = false;
+        if field == FieldName::Host {
+            // Host bytes are value bytes without whitespace: a Host value made of them alone
+            // is validated for both at once; anything else takes the general path below.
+            value_end += line[value_end..].iter().position(|&b| !is(CLASS_HOST, b))?;
+            host_checked = line[value_end] == b'\r';
+        }
+        if line[value_end] != b'\r' {
+            value_end = value_end_in(line, value_end)?;
+        }
+        // The line must end here with CRLF (not a bare CR, LF, or another control byte).
+        if line[value_end] != b'\r' || *line.get(value_end + 1)? != b'\n' {
+            return None;
+        }
+        let line_end = value_end + 2;
+        // Trailing OWS is not part of the value either.
+        while value_end > value_start && matches!(line[value_end - 1], b' ' | b'\t') {
+            value_end -= 1;
+        }
+        block.push(i..i + name_len, i + value_start..i + value_end);
+        match field {
+            FieldName::Other => {}
+            FieldName::Host if host_checked => framing.feed_host(true),
+            _ => framing.feed_field(field, &line[value_start..value_end]),
+        }
+        i += line_end;
+    }
+    block.finish(&fields[..i]);
+    Some(finish_request(framing, version, req).map(|kind| (i + 2, kind)))
+}
+
+/// Index of the first byte at or after `i` in `line` that cannot be in a field value (a
+/// control byte other than HTAB, or DEL; normally the line's CR), or `None` when `line` ends
+/// first. Eight bytes at a time: values such as `User-Agent` or `Cookie` are long.
+#[inline]
+fn value_end_in(line: &[u8], mut i: usize) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const DEL: u64 = LO * 0x7f;
+    while let Some(chunk) = line.get(i..i + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        // Bytes below 0x20, and bytes equal to DEL (zero after the XOR). As in
+        // `find_line_break`, borrows only mark bytes above a real mark, so the lowest mark is
+        // a real one; bytes >= 0x80 (obs-text) are never marked (`& !w`).
+        let x = w ^ DEL;
+        let marks = (w.wrapping_sub(LO * 0x20) & !w & HI) | (x.wrapping_sub(LO) & !x & HI);
+        if marks == 0 {
+            i += 8;
+            continue;
+        }
+        let at = i + (marks.trailing_zeros() / 8) as usize;
+        if line[at] != b'\t' {
+            return Some(at);
+        }
+        i = at + 1;
+    }
+    // Fewer than eight bytes left: one at a time.
+    line[i..]
+        .iter()
+        .position(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+        .map(|p| i + p)
 }
 
 fn parse_request_head(
@@ -426,9 +655,21 @@ fn fill_request(
         headers.append_value_bytes(field.name, field.value);
         framing.feed(field.name.as_bytes(), field.value);
     }
+    finish_request(framing, version, req)
+}
+
+/// Decides the body of a request whose fields `framing` has seen, and records what the
+/// connection will ask about them; shared by both parsers so they cannot drift apart. On an
+/// error no summary is recorded (the request is not served).
+#[inline]
+fn finish_request(
+    framing: Framing,
+    version: Version,
+    req: &mut Request,
+) -> Result<BodyKind, HttpError> {
     let body = framing.request_body(version)?;
     // Facts the connection asks for on every request, computed once while the fields pass by.
-    req.set_summary(crate::http::request::Summary {
+    req.set_summary(Summary {
         content_length: framing.content_length(),
         chunked: framing.is_chunked(),
         conn_close: framing.conn_close,
@@ -466,29 +707,6 @@ fn find_line_break(hay: &[u8]) -> Option<usize> {
         .iter()
         .position(|&b| b == b'\r' || b == b'\n')
         .map(|p| base + p)
-}
-
-/// True when every line of the parsed `head` ends in CRLF. httparse also accepts a bare LF as a
-/// line ending, which RFC 9112 lets a server reject (and the scanner does); it rejects a CR not
-/// followed by LF. So it is enough to look at the end of each line it found: the request-line
-/// (which must start the head: leading blank lines go to the scanner), each field line (after
-/// the value httparse trimmed of trailing whitespace), and the blank line.
-fn lines_end_in_crlf(head: &[u8], parsed: &httparse::Request<'_, '_>, request_line: usize) -> bool {
-    let base = head.as_ptr() as usize;
-    let crlf_at = |at: usize| head.get(at..at + 2) == Some(&b"\r\n"[..]);
-    if parsed.method.map(|m| m.as_ptr() as usize) != Some(base) || !crlf_at(request_line) {
-        return false;
-    }
-    for field in parsed.headers.iter() {
-        let mut at = field.value.as_ptr() as usize - base + field.value.len();
-        while matches!(head.get(at), Some(b' ' | b'\t')) {
-            at += 1;
-        }
-        if !crlf_at(at) {
-            return false;
-        }
-    }
-    head.len() >= 2 && crlf_at(head.len() - 2)
 }
 
 /// httparse accepts some bytes in a target that RFC 9112 does not.
@@ -549,42 +767,36 @@ fn is_authority_with_port(target: &[u8]) -> bool {
 /// RFC 3986 3.2.2). Rejecting the rest keeps junk such as spaces, '/' or
 /// '@' out of anything that later builds URLs from it.
 fn is_host_value(value: &[u8]) -> bool {
-    value.iter().all(|&b| HOST_BYTES[b as usize])
+    // A table (in `CLASS`), since every request's Host passes through here.
+    value.iter().all(|&b| is(CLASS_HOST, b))
 }
 
 /// The bytes a Host value may hold (RFC 3986 reg-name / IP-literal / IPv4 plus ':' and the
-/// port): a table, since every request's Host passes through here.
-static HOST_BYTES: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-                    | b'%'
-                    | b':'
-                    | b'['
-                    | b']'
-            );
-        b += 1;
-    }
-    table
-};
+/// port).
+const fn is_host_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(
+            c,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b'%'
+                | b':'
+                | b'['
+                | b']'
+        )
+}
 
 /// Explains an httparse failure by re-examining the request-line; `None`
 /// when the request-line is fine (the problem is in a field).
@@ -821,18 +1033,17 @@ impl Framing {
         self.transfer_encoding_seen && self.last_is_chunked
     }
 
-    /// Takes one field into account. Lengths are compared first so most
-    /// fields cost one integer comparison.
+    /// Takes one field into account.
     pub(crate) fn feed(&mut self, name: &[u8], value: &[u8]) {
-        match name.len() {
-            4 if name.eq_ignore_ascii_case(b"host") => {
-                self.host_fields += 1;
-                if !is_host_value(value) {
-                    self.host_invalid = true;
-                }
-            }
-            14 if name.eq_ignore_ascii_case(b"content-length") => self.feed_content_length(value),
-            10 if name.eq_ignore_ascii_case(b"connection") => {
+        self.feed_field(FieldName::of(name), value);
+    }
+
+    /// Takes one field into account, its name already classified.
+    fn feed_field(&mut self, field: FieldName, value: &[u8]) {
+        match field {
+            FieldName::Host => self.feed_host(is_host_value(value)),
+            FieldName::ContentLength => self.feed_content_length(value),
+            FieldName::Connection => {
                 for token in list_elements(value) {
                     if token.eq_ignore_ascii_case(b"close") {
                         self.conn_close = true;
@@ -843,13 +1054,13 @@ impl Framing {
                     }
                 }
             }
-            7 if name.eq_ignore_ascii_case(b"upgrade") => self.upgrade_field = true,
-            6 if name.eq_ignore_ascii_case(b"expect")
-                && trim_ows(value).eq_ignore_ascii_case(b"100-continue") =>
-            {
-                self.expect_continue = true;
+            FieldName::Upgrade => self.upgrade_field = true,
+            FieldName::Expect => {
+                if trim_ows(value).eq_ignore_ascii_case(b"100-continue") {
+                    self.expect_continue = true;
+                }
             }
-            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+            FieldName::TransferEncoding => {
                 self.transfer_encoding_seen = true;
                 for coding in list_elements(value) {
                     if coding.eq_ignore_ascii_case(b"chunked") {
@@ -861,7 +1072,15 @@ impl Framing {
                     }
                 }
             }
-            _ => {}
+            FieldName::Other => {}
+        }
+    }
+
+    /// A `Host` field whose value is (or is not) a valid host.
+    fn feed_host(&mut self, valid: bool) {
+        self.host_fields += 1;
+        if !valid {
+            self.host_invalid = true;
         }
     }
 
@@ -977,6 +1196,77 @@ impl Framing {
             .content_length
             .map_or(BodyKind::UntilClose, BodyKind::Length))
     }
+}
+
+/// The field names framing depends on; the rest are `Other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FieldName {
+    Host,
+    ContentLength,
+    Connection,
+    Upgrade,
+    Expect,
+    TransferEncoding,
+    Other,
+}
+
+impl FieldName {
+    /// Classifies any name, ignoring ASCII case. Lengths are compared first so most fields
+    /// cost one integer comparison.
+    fn of(name: &[u8]) -> FieldName {
+        match name.len() {
+            4 if name.eq_ignore_ascii_case(b"host") => FieldName::Host,
+            14 if name.eq_ignore_ascii_case(b"content-length") => FieldName::ContentLength,
+            10 if name.eq_ignore_ascii_case(b"connection") => FieldName::Connection,
+            7 if name.eq_ignore_ascii_case(b"upgrade") => FieldName::Upgrade,
+            6 if name.eq_ignore_ascii_case(b"expect") => FieldName::Expect,
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => FieldName::TransferEncoding,
+            _ => FieldName::Other,
+        }
+    }
+
+    /// [`of`](FieldName::of) for a name known to be a token, compared a word at a time.
+    /// Setting bit 0x20 lowercases a letter; among token bytes only the two cases of a letter
+    /// become that lowercase letter and only '-' becomes '-' (its other preimage, CR, is not
+    /// a token byte), so for tokens this equals the case-insensitive comparison.
+    fn of_token(name: &[u8]) -> FieldName {
+        debug_assert!(is_token(name));
+        match name.len() {
+            4 if folded_eq(name, b"host") => FieldName::Host,
+            14 if folded_eq(name, b"content-length") => FieldName::ContentLength,
+            10 if folded_eq(name, b"connection") => FieldName::Connection,
+            7 if folded_eq(name, b"upgrade") => FieldName::Upgrade,
+            6 if folded_eq(name, b"expect") => FieldName::Expect,
+            17 if folded_eq(name, b"transfer-encoding") => FieldName::TransferEncoding,
+            _ => FieldName::Other,
+        }
+    }
+}
+
+/// Whether `name | 0x20` (bytewise) equals `lower`, for 4 <= `lower.len()` and equal lengths:
+/// two overlapping words cover 4..=16 bytes, and a longer name is compared 8 bytes at a time
+/// with the last word overlapping.
+#[inline(always)]
+fn folded_eq(name: &[u8], lower: &[u8]) -> bool {
+    debug_assert!(name.len() == lower.len() && lower.len() >= 4);
+    let n = lower.len();
+    if n < 8 {
+        let word = |s: &[u8], at: usize| {
+            u32::from_le_bytes(s[at..at + 4].try_into().expect("4 bytes")) | 0x2020_2020
+        };
+        return word(name, 0) == word(lower, 0) && word(name, n - 4) == word(lower, n - 4);
+    }
+    let word = |s: &[u8], at: usize| {
+        u64::from_le_bytes(s[at..at + 8].try_into().expect("8 bytes")) | 0x2020_2020_2020_2020
+    };
+    let mut at = 0;
+    while at + 8 < n {
+        if word(name, at) != word(lower, at) {
+            return false;
+        }
+        at += 8;
+    }
+    word(name, n - 8) == word(lower, n - 8)
 }
 
 /// Parses `1*DIGIT` into a u64 with reasons for each way it can fail.
@@ -1453,9 +1743,9 @@ mod tests {
 
     #[test]
     fn a_bare_cr_and_a_bare_lf_that_balance_out_are_still_400() {
-        // The whole-head fast path checks the end of each line httparse found; a stray CR
-        // inside a value or a bare LF (also after trailing whitespace, or with an empty value)
-        // must still be refused, by httparse or by that check, and then named by the scanner.
+        // A stray CR inside a value or a bare LF (also after trailing whitespace, or with an
+        // empty value) must make the whole-head fast path decline, so that the scanner names
+        // the problem.
         for text in [
             &b"GET / HTTP/1.1\r\nA: x\ry\nB: z\r\n\r\n"[..],
             b"GET / HTTP/1.1\nA: x\ry\r\n\r\n",
@@ -1473,7 +1763,7 @@ mod tests {
                 String::from_utf8_lossy(text)
             );
             let mut req = Request::new();
-            let direct = parse_complete_request_head(text, &limits(), MAX_HEADERS_CAP, &mut req);
+            let direct = parse_clean_request_head(text, &limits(), MAX_HEADERS_CAP, &mut req);
             assert!(
                 !matches!(direct, Some(Ok(_))),
                 "fast path accepted {text:?}"
@@ -1487,7 +1777,7 @@ mod tests {
         let mut req = Request::new();
         let limits = limits();
         // The whole-head path must accept it by itself (it hands doubtful heads to the scanner).
-        let direct = parse_complete_request_head(text, &limits, MAX_HEADERS_CAP, &mut req);
+        let direct = parse_clean_request_head(text, &limits, MAX_HEADERS_CAP, &mut req);
         assert!(matches!(direct, Some(Ok((40, _)))), "{direct:?}");
         let (req, len, _) = parse_ok(text);
         assert_eq!(len, text.len());
@@ -1982,6 +2272,590 @@ mod tests {
                     .collect();
                 let plain = hay.iter().position(|&b| b == b'\r' || b == b'\n');
                 assert_eq!(super::find_line_break(&hay), plain, "{hay:?}");
+            }
+        }
+    }
+
+    // ---- the single-pass fast path for clean request heads ----
+
+    /// The scanner + httparse path alone: what `parse_request` does when the fast path
+    /// declines.
+    fn fallback(
+        buf: &[u8],
+        limits: &HeadLimits,
+        req: &mut Request,
+    ) -> Result<Option<(usize, BodyKind)>, HttpError> {
+        let max_fields = limits.max_headers.min(MAX_HEADERS_CAP);
+        let head_len = match HeadParser::new().scan(buf, limits, max_fields, false) {
+            Ok(Some(len)) => len,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(e.for_request()),
+        };
+        parse_request_head(&buf[..head_len], max_fields, req).map(|kind| Some((head_len, kind)))
+    }
+
+    /// A request that already holds another request, as a reused pooled one does, so that a
+    /// field the fast path forgot to reset shows up.
+    fn used_request() -> Request {
+        let mut req = Request::new();
+        let text = b"PATCH http://old.example/o?p HTTP/1.0\r\nHost: old\r\nConnection: keep-alive, Upgrade\r\nUpgrade: x\r\nExpect: 100-continue\r\nContent-Length: 9\r\n\r\n";
+        assert!(fallback(text, &limits(), &mut req).unwrap().is_some());
+        req
+    }
+
+    /// How often the fast path took each way, so the differential test can check that it
+    /// really compared something.
+    #[derive(Debug, Default)]
+    struct Outcomes {
+        accepted: usize,
+        refused: usize,
+        declined: usize,
+    }
+
+    /// Asserts that the fast path declines `buf` or gives exactly what the fallback gives:
+    /// same head length and body, or same error, and the same request down to its private
+    /// fields and raw header bytes.
+    fn assert_fast_path_agrees(buf: &[u8], limits: &HeadLimits, outcomes: &mut Outcomes) {
+        let max_fields = limits.max_headers.min(MAX_HEADERS_CAP);
+        let mut fast_req = used_request();
+        let Some(fast) = parse_clean_request_head(buf, limits, max_fields, &mut fast_req) else {
+            outcomes.declined += 1;
+            return;
+        };
+        let mut slow_req = used_request();
+        let slow = fallback(buf, limits, &mut slow_req);
+        let show = || format!("{:?} with {limits:?}", String::from_utf8_lossy(buf));
+        match (&fast, &slow) {
+            (Ok(done), Ok(Some(want))) => {
+                assert_eq!(done, want, "{}", show());
+                outcomes.accepted += 1;
+            }
+            (Err(e), Err(want)) => {
+                assert_eq!(e, want, "{}", show());
+                outcomes.refused += 1;
+            }
+            _ => panic!("fast path {fast:?}, fallback {slow:?}: {}", show()),
+        }
+        assert_eq!(fast_req.exact_state(), slow_req.exact_state(), "{}", show());
+    }
+
+    /// xorshift64*: deterministic, so a failure reproduces.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+            &items[self.below(items.len())]
+        }
+    }
+
+    /// Clean heads of many shapes, each a starting point for mutations.
+    const SEED_HEADS: [&[u8]; 14] = [
+        b"GET / HTTP/1.1\r\nHost: b\r\n\r\n",
+        b"GET /plaintext HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n",
+        b"GET /index.html?user=42&lang=en HTTP/1.1\r\nHost: example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/128.0\r\nAccept: text/html,application/xhtml+xml\r\nAccept-Encoding: gzip, deflate, br\r\nConnection: keep-alive\r\nCookie: session=abcdef0123456789; theme=dark\r\n\r\n",
+        b"POST /upload?a=b&c HTTP/1.1\r\nHost: example.com:8080\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nhello",
+        b"PUT /x HTTP/1.1\r\nHost: [::1]:80\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"GET /chat HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        b"GET / HTTP/1.0\r\n\r\n",
+        b"HEAD /k HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET / HTTP/1.1\r\n",
+        b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+        b"GET http://user@example.com:8080/p?q HTTP/1.1\r\nHost: other\r\n\r\n",
+        b"PROPFIND /dav HTTP/1.1\r\nhost: h\r\nX-Obs: caf\xe9 \xff\r\nX-Empty:\r\nX-Ws: \t a\tb \t\r\n\r\n",
+        b"DELETE /a?b?c HTTP/1.1\r\nHOST: h.example\r\nCONTENT-LENGTH: 0\r\nCONNECTION: close\r\n\r\n",
+        b"get /x%20y HTTP/1.1\r\nHost: h\r\nTE: trailers\r\nX-A: 1\r\nx-a: 2\r\n\r\n",
+    ];
+
+    /// Field lines that exercise framing: duplicates, conflicts, odd spacing and case.
+    const FRAMING_FIELDS: [&[u8]; 28] = [
+        b"Host: h",
+        b"Host: a/b",
+        b"Host: a b",
+        b"Host:",
+        b"host:\tx.example:80\t",
+        b"Host: user@h",
+        b"Content-Length: 5",
+        b"Content-Length: 5, 5",
+        b"Content-Length: 6",
+        b"content-length:7",
+        b"Content-Length: +5",
+        b"Content-Length: ",
+        b"Content-Length: 99999999999999999999",
+        b"Transfer-Encoding: chunked",
+        b"Transfer-Encoding:\tCHUNKED\t",
+        b"Transfer-Encoding: gzip, chunked",
+        b"Transfer-Encoding: chunked, gzip",
+        b"Transfer-Encoding: chunked, chunked",
+        b"Connection: close",
+        b"Connection: Upgrade",
+        b"CONNECTION: keep-alive ,close",
+        b"Upgrade: websocket",
+        b"Expect: 100-continue",
+        b"expect: 100-Continue ",
+        b"Expect: 100-continue, x",
+        b"X-Obs-Text: \x80\xfe",
+        b"Hosts: h",
+        b"Content-Lengths: 1",
+    ];
+
+    /// Bytes that matter to a head parser, plus a few ordinary ones.
+    const NASTY: &[u8] = b"\r\n\r\n \t:::\x00\x01\x0b\x7f\x80\xc3\xa9\xff#?/@\"()<>,;=%aZ09-._~";
+
+    /// One random change to `head`.
+    fn mutate(rng: &mut Rng, head: &mut Vec<u8>) {
+        let at = rng.below(head.len() + 1);
+        match rng.below(10) {
+            0 | 1 => head.insert(at, *rng.pick(NASTY)),
+            2 if at < head.len() => head[at] = *rng.pick(NASTY),
+            3 if at < head.len() => {
+                head.remove(at);
+            }
+            4 => {
+                // Duplicate a whole line (usually a field line).
+                let start = head[..at]
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |p| p + 1);
+                if let Some(len) = head[start..].iter().position(|&b| b == b'\n') {
+                    let line = head[start..start + len + 1].to_vec();
+                    head.splice(start..start, line);
+                }
+            }
+            5 | 6 => {
+                // A framing field line after the request-line.
+                if let Some(first) = head.iter().position(|&b| b == b'\n') {
+                    let mut line = rng.pick(&FRAMING_FIELDS).to_vec();
+                    line.extend_from_slice(b"\r\n");
+                    let mut at = first + 1;
+                    for _ in 0..rng.below(3) {
+                        match head[at..].iter().position(|&b| b == b'\n') {
+                            Some(p) if head[at] != b'\r' => at += p + 1,
+                            _ => break,
+                        }
+                    }
+                    head.splice(at..at, line);
+                }
+            }
+            7 => {
+                // Another version.
+                let versions: [&[u8]; 4] = [b"HTTP/1.1", b"HTTP/1.0", b"HTTP/1.2", b"HTTP/2.0"];
+                if let Some(p) = head.windows(8).position(|w| w.starts_with(b"HTTP/")) {
+                    head.splice(p..p + 8, rng.pick(&versions).iter().copied());
+                }
+            }
+            8 => {
+                // A long run of one byte, to reach the limits.
+                let filler = *rng.pick(b"aaa \t\x80");
+                let n = rng.below(40);
+                head.splice(at..at, std::iter::repeat(filler).take(n));
+            }
+            _ => {
+                // Anything after the head: a body or the next request.
+                let next = rng.pick(&SEED_HEADS).to_vec();
+                head.extend_from_slice(&next);
+            }
+        }
+    }
+
+    /// Limits from the defaults down to a few dozen bytes, so generated heads hit each one
+    /// on both sides.
+    fn random_limits(rng: &mut Rng, head_len: usize) -> HeadLimits {
+        if rng.below(3) == 0 {
+            return limits();
+        }
+        let around = |rng: &mut Rng, n: usize| n.saturating_sub(8) + rng.below(16);
+        let line = head_len.min(200);
+        HeadLimits {
+            max_request_line: around(rng, line / 2),
+            max_head_size: around(rng, head_len),
+            max_headers: rng.below(8),
+        }
+    }
+
+    #[test]
+    fn fast_path_agrees_with_the_scanner_and_httparse() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut whole = Outcomes::default();
+        let mut prefixes = Outcomes::default();
+        for case in 0..20_000 {
+            let mut head = rng.pick(&SEED_HEADS).to_vec();
+            // A quarter stay clean (framing aside), so the accepting side is well covered.
+            let mutations = if case % 4 == 0 { 0 } else { 1 + rng.below(3) };
+            for _ in 0..mutations {
+                mutate(&mut rng, &mut head);
+            }
+            if case % 4 == 0 && rng.below(2) == 0 {
+                for _ in 0..1 + rng.below(3) {
+                    if let Some(first) = head.iter().position(|&b| b == b'\n') {
+                        let mut line = rng.pick(&FRAMING_FIELDS).to_vec();
+                        line.extend_from_slice(b"\r\n");
+                        head.splice(first + 1..first + 1, line);
+                    }
+                }
+            }
+            let limits = random_limits(&mut rng, head.len());
+            assert_fast_path_agrees(&head, &limits, &mut whole);
+            // Every split point: what a first read may hold.
+            if case % 3 == 0 {
+                for end in 0..head.len() {
+                    assert_fast_path_agrees(&head[..end], &limits, &mut prefixes);
+                }
+            }
+        }
+        // The comparison must have happened often on each side, or it proves little.
+        assert!(whole.accepted > 3_000, "{whole:?}");
+        assert!(whole.refused > 1_000, "{whole:?}");
+        assert!(whole.declined > 8_000, "{whole:?}");
+        assert!(prefixes.accepted > 10_000, "{prefixes:?}");
+    }
+
+    #[test]
+    fn parse_request_gives_the_same_answer_whole_or_in_pieces() {
+        // Through the public entry point. The whole head at once (fast path first) must give
+        // what the fallback alone gives. In two reads (the second always goes to the scanner)
+        // a complete head must give the same too; errors may differ there, as a limit can be
+        // found exceeded before the line that is malformed has arrived.
+        let mut rng = Rng(0x1234_5678_9abc_def1);
+        for _ in 0..4_000 {
+            let mut head = rng.pick(&SEED_HEADS).to_vec();
+            for _ in 0..rng.below(3) {
+                mutate(&mut rng, &mut head);
+            }
+            let limits = random_limits(&mut rng, head.len());
+            let show = String::from_utf8_lossy(&head);
+            let mut whole_req = used_request();
+            let whole = HeadParser::new().parse_request(&head, &limits, &mut whole_req);
+            let mut alone_req = used_request();
+            let alone = fallback(&head, &limits, &mut alone_req);
+            assert_eq!(whole, alone, "{show:?} with {limits:?}");
+
+            let split = 1 + rng.below(head.len());
+            let mut parser = HeadParser::new();
+            let mut split_req = used_request();
+            let mut pieces = parser.parse_request(&head[..split], &limits, &mut split_req);
+            if pieces == Ok(None) && split < head.len() {
+                pieces = parser.parse_request(&head, &limits, &mut split_req);
+            }
+            if matches!(whole, Ok(Some(_))) || matches!(pieces, Ok(Some(_))) {
+                assert_eq!(whole, pieces, "{show:?} split at {split} with {limits:?}");
+                assert_eq!(whole_req.exact_state(), alone_req.exact_state(), "{show:?}");
+                assert_eq!(whole_req.exact_state(), split_req.exact_state(), "{show:?}");
+            }
+        }
+    }
+
+    /// What the fast path alone does with `text` under `limits`.
+    fn fast_with(text: &[u8], limits: &HeadLimits) -> Option<Result<(usize, BodyKind), HttpError>> {
+        let mut req = Request::new();
+        parse_clean_request_head(
+            text,
+            limits,
+            limits.max_headers.min(MAX_HEADERS_CAP),
+            &mut req,
+        )
+    }
+
+    fn fast(text: &[u8]) -> Option<Result<(usize, BodyKind), HttpError>> {
+        fast_with(text, &limits())
+    }
+
+    #[test]
+    fn fast_path_declines_what_it_is_not_sure_of() {
+        let cases: [(&str, &[u8]); 27] = [
+            ("empty", b""),
+            ("blank line first", b"\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"),
+            ("space first", b" GET / HTTP/1.1\r\nHost: h\r\n\r\n"),
+            ("method not a token", b"G(T / HTTP/1.1\r\nHost: h\r\n\r\n"),
+            ("two spaces", b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n"),
+            ("tab separator", b"GET\t/ HTTP/1.1\r\nHost: h\r\n\r\n"),
+            ("fragment", b"GET /a#b HTTP/1.1\r\nHost: h\r\n\r\n"),
+            (
+                "non-ASCII target",
+                b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: h\r\n\r\n",
+            ),
+            ("DEL in target", b"GET /a\x7f HTTP/1.1\r\nHost: h\r\n\r\n"),
+            ("no version", b"GET /\r\nHost: h\r\n\r\n"),
+            ("HTTP/1.2", b"GET / HTTP/1.2\r\nHost: h\r\n\r\n"),
+            ("lowercase version", b"GET / http/1.1\r\nHost: h\r\n\r\n"),
+            (
+                "bare LF after the request-line",
+                b"GET / HTTP/1.1\nHost: h\r\n\r\n",
+            ),
+            (
+                "bare CR after the request-line",
+                b"GET / HTTP/1.1\rHost: h\r\n\r\n",
+            ),
+            (
+                "bare LF after a field",
+                b"GET / HTTP/1.1\r\nHost: h\nX: y\r\n\r\n",
+            ),
+            (
+                "bare CR in a value",
+                b"GET / HTTP/1.1\r\nHost: h\r\nX: a\rb\r\n\r\n",
+            ),
+            ("bare LF at the end", b"GET / HTTP/1.1\r\nHost: h\r\n\n"),
+            (
+                "CR without LF at the end",
+                b"GET / HTTP/1.1\r\nHost: h\r\n\rX",
+            ),
+            (
+                "obs-fold",
+                b"GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n",
+            ),
+            ("first field folded", b"GET / HTTP/1.1\r\n Host: h\r\n\r\n"),
+            ("space before colon", b"GET / HTTP/1.1\r\nHost : h\r\n\r\n"),
+            ("no colon", b"GET / HTTP/1.1\r\nHost\r\n\r\n"),
+            ("empty name", b"GET / HTTP/1.1\r\n: h\r\n\r\n"),
+            ("NUL in a name", b"GET / HTTP/1.1\r\nA\x00B: v\r\n\r\n"),
+            (
+                "NUL in a value",
+                b"GET / HTTP/1.1\r\nHost: h\r\nX: a\x00\r\n\r\n",
+            ),
+            (
+                "DEL in a value",
+                b"GET / HTTP/1.1\r\nHost: h\r\nX: a\x7f\r\n\r\n",
+            ),
+            (
+                "CONNECT to a path",
+                b"CONNECT / HTTP/1.1\r\nHost: h\r\n\r\n",
+            ),
+        ];
+        for (why, text) in cases {
+            assert_eq!(fast(text), None, "{why}");
+            // ... and the request ends up exactly as the fallback leaves it.
+            let mut with_fast_path = Request::new();
+            let mut without = Request::new();
+            assert_eq!(
+                HeadParser::new().parse_request(text, &limits(), &mut with_fast_path),
+                fallback(text, &limits(), &mut without),
+                "{why}"
+            );
+        }
+        for (why, text) in [
+            (
+                "asterisk with GET",
+                &b"GET * HTTP/1.1\r\nHost: h\r\n\r\n"[..],
+            ),
+            (
+                "authority-form with GET",
+                b"GET h:80 HTTP/1.1\r\nHost: h\r\n\r\n",
+            ),
+        ] {
+            assert_eq!(fast(text), None, "{why}");
+        }
+    }
+
+    #[test]
+    fn fast_path_declines_an_incomplete_head() {
+        let text = b"POST /p?q HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n";
+        for end in 0..text.len() {
+            assert_eq!(fast(&text[..end]), None, "{end}");
+        }
+        assert_eq!(fast(text), Some(Ok((text.len(), BodyKind::Length(2)))));
+    }
+
+    #[test]
+    fn fast_path_declines_at_the_limits_and_accepts_up_to_them() {
+        let text = b"GET /abc HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\n\r\n";
+        let line = "GET /abc HTTP/1.1".len();
+        let at = |limits: HeadLimits| fast_with(text, &limits).map(|r| r.is_ok());
+        let base = limits();
+        assert_eq!(at(base), Some(true));
+        let with_line = |n| HeadLimits {
+            max_request_line: n,
+            ..base
+        };
+        assert_eq!(at(with_line(line)), Some(true));
+        assert_eq!(at(with_line(line - 1)), None);
+        let with_size = |n| HeadLimits {
+            max_head_size: n,
+            ..base
+        };
+        assert_eq!(at(with_size(text.len())), Some(true));
+        assert_eq!(at(with_size(text.len() - 1)), None);
+        let with_fields = |n| HeadLimits {
+            max_headers: n,
+            ..base
+        };
+        assert_eq!(at(with_fields(3)), Some(true));
+        assert_eq!(at(with_fields(2)), None);
+        assert_eq!(at(with_fields(0)), None);
+        // The fallback then gives the precise statuses.
+        for (limits, status) in [
+            (with_line(line - 1), 414),
+            (with_size(text.len() - 1), 431),
+            (with_fields(2), 431),
+        ] {
+            let err = HeadParser::new()
+                .parse_request(text, &limits, &mut Request::new())
+                .unwrap_err();
+            assert_eq!(err.status.as_u16(), status, "{limits:?}");
+        }
+    }
+
+    #[test]
+    fn fast_path_gives_the_framing_errors_itself() {
+        let cases: [(&[u8], u16, &str); 6] = [
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+                400,
+                "more than one Host header",
+            ),
+            (b"GET / HTTP/1.1\r\n\r\n", 400, "missing Host header"),
+            (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400, "invalid Host"),
+            (
+                b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5x\r\n\r\n",
+                400,
+                "not a decimal",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                400,
+                "both present",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                501,
+                "unsupported transfer coding",
+            ),
+        ];
+        for (text, status, reason) in cases {
+            let Some(Err(e)) = fast(text) else {
+                panic!("{:?}", String::from_utf8_lossy(text));
+            };
+            assert_eq!(e.status.as_u16(), status);
+            assert!(e.reason.contains(reason), "{}", e.reason);
+            assert_fast_path_agrees(text, &limits(), &mut Outcomes::default());
+        }
+    }
+
+    #[test]
+    fn fast_path_fills_the_request_like_the_fallback() {
+        let text = b"PROPFIND /dav/a%20b?x=1?y HTTP/1.0\r\nHost:h.example:8080 \t\r\nX-Obs: caf\xe9\r\nX-Empty: \t \r\nConnection: keep-alive\r\n\r\nbody";
+        let mut req = used_request();
+        let done = parse_clean_request_head(text, &limits(), 100, &mut req);
+        assert_eq!(done, Some(Ok((text.len() - 4, BodyKind::None))));
+        assert_eq!(req.method(), Method::Other);
+        assert_eq!(req.method_str(), "PROPFIND");
+        assert_eq!(req.path(), "/dav/a%20b");
+        assert_eq!(req.query(), Some("x=1?y"));
+        assert_eq!(req.version(), Version::Http10);
+        assert_eq!(req.header("host"), Some("h.example:8080"));
+        assert_eq!(req.headers().get_bytes("x-obs"), Some(&b"caf\xe9"[..]));
+        assert_eq!(req.header("x-empty"), Some(""));
+        assert!(req.keep_alive());
+        assert_fast_path_agrees(text, &limits(), &mut Outcomes::default());
+    }
+
+    #[test]
+    fn fields_parsed_in_one_block_can_be_changed_afterwards() {
+        // The fast path stores the fields with the head's separators between them; every
+        // way of changing them must still see only names and values.
+        let text = b"GET / HTTP/1.1\r\nHost: h\r\nA:  1 \r\nB:\t2\r\nA: 3\r\n\r\n";
+        let mut req = Request::new();
+        assert!(matches!(fast(text), Some(Ok(_))));
+        parse_clean_request_head(text, &limits(), 100, &mut req);
+        let mut want = Headers::new();
+        for (n, v) in [("Host", "h"), ("A", "1"), ("B", "2"), ("A", "3")] {
+            want.append(n, v);
+        }
+        assert_eq!(req.headers(), &want);
+        assert_eq!(req.headers().byte_len(), want.byte_len());
+        let edit = |h: &mut Headers| {
+            h.set("a", "longer value");
+            h.append("C", "4");
+            assert!(h.remove("host"));
+            h.set("b", "");
+        };
+        edit(req.headers_mut());
+        edit(&mut want);
+        assert_eq!(req.headers(), &want);
+        assert_eq!(req.headers().byte_len(), want.byte_len());
+        assert_eq!(req.headers().stored_len(), want.stored_len());
+        assert_eq!(req.header("a"), Some("longer value"));
+        assert_eq!(req.header("b"), Some(""));
+        assert_eq!(req.header("c"), Some("4"));
+    }
+
+    #[test]
+    fn token_names_are_classified_like_any_name() {
+        let names: [&[u8]; 16] = [
+            b"host",
+            b"HOST",
+            b"Host",
+            b"hosT",
+            b"hoSt",
+            b"Content-Length",
+            b"content-length",
+            b"CONTENT-LENGTH",
+            b"Connection",
+            b"upgrade",
+            b"UPGRADE",
+            b"Expect",
+            b"Transfer-Encoding",
+            b"transfer-encodinG",
+            b"Content_Length",
+            b"Transfer-Encoding~",
+        ];
+        for name in names {
+            assert_eq!(FieldName::of_token(name), FieldName::of(name), "{name:?}");
+        }
+        // Every token of a framing name's length that differs in one byte, in every case.
+        let framing: [&[u8]; 6] = [
+            b"host",
+            b"content-length",
+            b"connection",
+            b"upgrade",
+            b"expect",
+            b"transfer-encoding",
+        ];
+        let tchars: Vec<u8> = (0..=255u8).filter(|&b| is_tchar(b)).collect();
+        for lower in framing {
+            for at in 0..lower.len() {
+                for &b in &tchars {
+                    let mut name = lower.to_vec();
+                    name[at] = b;
+                    assert_eq!(
+                        FieldName::of_token(&name),
+                        FieldName::of(&name),
+                        "{:?}",
+                        String::from_utf8_lossy(&name)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn value_end_matches_a_plain_scan() {
+        let mut rng = Rng(0x5eed);
+        for len in 0..40 {
+            for _ in 0..200 {
+                let line: Vec<u8> = (0..len)
+                    .map(|_| match rng.below(12) {
+                        0 => *rng.pick(b"\r\n\t\x00\x1f\x7f\x80\xff\x20\x7e"),
+                        1 => rng.below(256) as u8,
+                        _ => b'a' + rng.below(26) as u8,
+                    })
+                    .collect();
+                for from in 0..=len {
+                    let plain = line[from..]
+                        .iter()
+                        .position(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+                        .map(|p| from + p);
+                    assert_eq!(value_end_in(&line, from), plain, "{line:?} from {from}");
+                }
             }
         }
     }

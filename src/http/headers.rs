@@ -2,15 +2,20 @@
 //! reusable byte buffer.
 
 use std::fmt;
+use std::ops::Range;
 
 /// Where one field lives in [`Headers::buf`]: the name is `start..name_end`,
-/// the value `name_end..end`. Entries are laid out in the buffer in index
-/// order with no gaps, which lets removal and replacement shift offsets
-/// with a single pass.
+/// the value `value_start..end`. Entries are laid out in the buffer in index
+/// order, which lets removal and replacement shift offsets with a single
+/// pass. There may be bytes between the name and the value and between
+/// entries that belong to no field: fields added by the head parser are
+/// copied in one piece with the separators of the received head (": ",
+/// CRLF), which is cheaper than one copy per name and value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Entry {
     start: usize,
     name_end: usize,
+    value_start: usize,
     end: usize,
 }
 
@@ -68,7 +73,9 @@ impl Headers {
     }
 
     /// Whether `other` holds byte for byte the same fields, in the same order (names compared
-    /// case-sensitively): two slice comparisons, for callers that cache what a set encodes to.
+    /// case-sensitively), laid out the same way: two slice comparisons, for callers that cache
+    /// what a set encodes to. Equal fields stored differently compare unequal, which only
+    /// costs such a cache a miss.
     pub(crate) fn same_bytes(&self, other: &Headers) -> bool {
         self.buf == other.buf && self.entries == other.entries
     }
@@ -76,7 +83,8 @@ impl Headers {
     /// Total bytes of names and values stored (no separators); a cheap
     /// measure for size limits.
     pub fn byte_len(&self) -> usize {
-        self.buf.len()
+        // Not `buf.len()`: the buffer may also hold separators (see `Entry`).
+        self.stored_len()
     }
 
     /// (byte buffer, index) capacities, for reuse tests.
@@ -90,7 +98,7 @@ impl Headers {
     }
 
     fn value_of(&self, e: &Entry) -> &[u8] {
-        &self.buf[e.name_end..e.end]
+        &self.buf[e.value_start..e.end]
     }
 
     fn matching<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
@@ -175,6 +183,18 @@ impl Headers {
         self.push(name.as_bytes(), value);
     }
 
+    /// Starts adding fields that all lie in one block of received bytes, which
+    /// [`FieldBlock::finish`] then copies in one piece. The head parser records each field
+    /// as it finds it, so the head is read once and copied once.
+    pub(crate) fn block(&mut self) -> FieldBlock<'_> {
+        FieldBlock {
+            base: self.buf.len(),
+            first: self.entries.len(),
+            headers: self,
+            finished: false,
+        }
+    }
+
     fn push(&mut self, name: &[u8], value: &[u8]) {
         let start = self.buf.len();
         self.buf.extend_from_slice(name);
@@ -183,6 +203,7 @@ impl Headers {
         self.entries.push(Entry {
             start,
             name_end,
+            value_start: name_end,
             end: self.buf.len(),
         });
     }
@@ -202,6 +223,7 @@ impl Headers {
         self.entries.push(Entry {
             start,
             name_end,
+            value_start: name_end,
             end: self.buf.len(),
         });
     }
@@ -257,15 +279,16 @@ impl Headers {
         for later in &mut self.entries[i..] {
             later.start -= width;
             later.name_end -= width;
+            later.value_start -= width;
             later.end -= width;
         }
     }
 
     fn replace_value_at(&mut self, i: usize, value: &[u8]) {
         let e = self.entries[i];
-        let old_len = e.end - e.name_end;
-        self.buf.splice(e.name_end..e.end, value.iter().copied());
-        self.entries[i].end = e.name_end + value.len();
+        let old_len = e.end - e.value_start;
+        self.buf.splice(e.value_start..e.end, value.iter().copied());
+        self.entries[i].end = e.value_start + value.len();
         // Later entries move by the size difference; computed as add/sub
         // of unsigned amounts to avoid signed casts.
         for later in &mut self.entries[i + 1..] {
@@ -273,11 +296,13 @@ impl Headers {
                 let grow = value.len() - old_len;
                 later.start += grow;
                 later.name_end += grow;
+                later.value_start += grow;
                 later.end += grow;
             } else {
                 let shrink = old_len - value.len();
                 later.start -= shrink;
                 later.name_end -= shrink;
+                later.value_start -= shrink;
                 later.end -= shrink;
             }
         }
@@ -327,6 +352,56 @@ impl fmt::Debug for Headers {
         f.debug_list()
             .entries(self.iter().map(|(n, v)| (n, String::from_utf8_lossy(v))))
             .finish()
+    }
+}
+
+/// Fields being added from one block of received bytes (see [`Headers::block`]). Until
+/// [`finish`](FieldBlock::finish) copies the block, the recorded entries point past the end
+/// of the buffer; dropping an unfinished block removes them again, so the `Headers` never
+/// stays in that state.
+pub(crate) struct FieldBlock<'h> {
+    headers: &'h mut Headers,
+    /// Where the block will start in the buffer.
+    base: usize,
+    /// The first entry of the block.
+    first: usize,
+    finished: bool,
+}
+
+impl FieldBlock<'_> {
+    /// Records a field whose name and value are these ranges of the block. Fields must come
+    /// in order and must not overlap; the name must be a token (ASCII, so UTF-8 as
+    /// [`Headers::iter`] expects).
+    #[inline]
+    pub(crate) fn push(&mut self, name: Range<usize>, value: Range<usize>) {
+        debug_assert!(name.start < name.end && name.end <= value.start && value.start <= value.end);
+        let base = self.base;
+        self.headers.entries.push(Entry {
+            start: base + name.start,
+            name_end: base + name.end,
+            value_start: base + value.start,
+            end: base + value.end,
+        });
+    }
+
+    /// Copies the block the recorded ranges refer to, which makes the fields visible.
+    #[inline(always)]
+    pub(crate) fn finish(mut self, block: &[u8]) {
+        debug_assert_eq!(self.headers.buf.len(), self.base);
+        debug_assert!(self.headers.entries[self.first..].iter().all(|e| {
+            e.end - self.base <= block.len()
+                && block[e.start - self.base..e.name_end - self.base].is_ascii()
+        }));
+        self.headers.buf.extend_from_slice(block);
+        self.finished = true;
+    }
+}
+
+impl Drop for FieldBlock<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.headers.entries.truncate(self.first);
+        }
     }
 }
 

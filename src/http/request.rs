@@ -145,6 +145,46 @@ impl Request {
         self.authority = parts.authority;
     }
 
+    /// Sets the request-line from pieces the head parser already validated and split, so
+    /// nothing is looked at twice: `method` is `Method::from_bytes(token)` for the method
+    /// token `token` (tchar bytes, hence ASCII), `target` the request-target and `parts` its
+    /// form and components, exactly as [`analyze_target`] gives them. The result is what
+    /// `set_method`, `set_target` and `set_version` would give.
+    pub(crate) fn set_parsed_line(
+        &mut self,
+        method: Method,
+        token: &[u8],
+        target: &[u8],
+        parts: TargetParts,
+        version: Version,
+    ) {
+        debug_assert!(token.is_ascii() && target.is_ascii());
+        debug_assert_eq!(Method::from_bytes(token), method);
+        self.method = method;
+        self.method_token.clear();
+        if method == Method::Other {
+            // ASCII bytes are their own chars: no UTF-8 validation needed for the copy.
+            self.method_token
+                .extend(token.iter().map(|&b| char::from(b)));
+        }
+        self.target.clear();
+        // The same text either way. `from_utf8` checks eight bytes at a time but costs some
+        // 30 instructions to start; pushing char by char is cheaper for short targets such
+        // as "/" (the mask says "ASCII" to the compiler, so every char is one byte).
+        let long = target.len() > 16;
+        match long.then(|| std::str::from_utf8(target).ok()).flatten() {
+            Some(text) => self.target.push_str(text),
+            None => self
+                .target
+                .extend(target.iter().map(|&b| char::from(b & 0x7f))),
+        }
+        self.form = parts.form;
+        self.path = parts.path;
+        self.query = parts.query;
+        self.authority = parts.authority;
+        self.version = version;
+    }
+
     /// Sets the version.
     pub fn set_version(&mut self, version: Version) {
         self.version = version;
@@ -299,6 +339,40 @@ impl Request {
             TargetForm::Authority => Some(&self.target),
             _ => self.headers.get("host"),
         }
+    }
+}
+
+#[cfg(test)]
+impl Request {
+    /// Every field of the request, private ones and raw header bytes included, for tests
+    /// that compare two parses exactly.
+    pub(crate) fn exact_state(&self) -> String {
+        let fields: Vec<(&str, &[u8])> = self.headers.iter().collect();
+        format!(
+            "{:?}",
+            (
+                (
+                    self.method,
+                    &self.method_token,
+                    self.method_str(),
+                    &self.target
+                ),
+                (self.form, &self.path, &self.query, &self.authority),
+                (self.version, fields, self.headers.byte_len(), self.summary),
+                (
+                    self.path(),
+                    self.query(),
+                    self.host(),
+                    self.content_length()
+                ),
+                (
+                    self.is_chunked(),
+                    self.keep_alive(),
+                    self.expects_continue(),
+                    self.is_upgrade()
+                ),
+            )
+        )
     }
 }
 
