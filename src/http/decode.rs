@@ -541,8 +541,19 @@ fn parse_clean_fields(
         if field == FieldName::Host {
             // Host bytes are value bytes without whitespace: a Host value made of them alone
             // is validated for both at once; anything else takes the general path below.
-            value_end += line[value_end..].iter().position(|&b| !is(CLASS_HOST, b))?;
-            host_checked = line[value_end] == b'\r';
+            // A client sends the same Host on every request, so the last value that passed
+            // is remembered and a repeat is recognised by one comparison.
+            if let Some(len) = LAST_HOST.with(|memo| memo.borrow().matches(&line[value_end..])) {
+                value_end += len;
+                host_checked = true;
+            } else {
+                value_end += line[value_end..].iter().position(|&b| !is(CLASS_HOST, b))?;
+                host_checked = line[value_end] == b'\r';
+                if host_checked {
+                    LAST_HOST
+                        .with(|memo| memo.borrow_mut().remember(&line[value_start..value_end]));
+                }
+            }
         }
         if line[value_end] != b'\r' {
             value_end = value_end_in(line, value_end)?;
@@ -566,6 +577,38 @@ fn parse_clean_fields(
     }
     block.finish(&fields[..i]);
     Some(finish_request(framing, version, req).map(|kind| (i + 2, kind)))
+}
+
+/// The last Host value on this thread that was made of Host bytes alone (see
+/// `parse_clean_fields`). Values longer than the memo are simply not remembered.
+struct HostMemo {
+    len: usize,
+    bytes: [u8; HOST_MEMO_MAX],
+}
+
+const HOST_MEMO_MAX: usize = 64;
+
+thread_local! {
+    static LAST_HOST: std::cell::RefCell<HostMemo> = const {
+        std::cell::RefCell::new(HostMemo { len: 0, bytes: [0; HOST_MEMO_MAX] })
+    };
+}
+
+impl HostMemo {
+    /// The remembered value's length if `rest` starts with it and its CR follows.
+    #[inline]
+    fn matches(&self, rest: &[u8]) -> Option<usize> {
+        let len = self.len;
+        (len > 0 && rest.get(len) == Some(&b'\r') && rest[..len] == self.bytes[..len])
+            .then_some(len)
+    }
+
+    fn remember(&mut self, value: &[u8]) {
+        if !value.is_empty() && value.len() <= HOST_MEMO_MAX {
+            self.bytes[..value.len()].copy_from_slice(value);
+            self.len = value.len();
+        }
+    }
 }
 
 /// Index of the first byte at or after `i` in `line` that cannot be in a field value (a
@@ -1309,6 +1352,32 @@ mod tests {
             Ok(Some((len, kind))) => (req, len, kind),
             other => panic!("{:?} for {:?}", other, String::from_utf8_lossy(text)),
         }
+    }
+
+    /// The remembered Host value stands only for itself: longer, shorter or differently
+    /// continued values are judged afresh.
+    #[test]
+    fn a_remembered_host_only_matches_itself() {
+        let (req, _, _) = parse_ok(b"GET / HTTP/1.1\r\nHost: a.example:80\r\n\r\n");
+        assert_eq!(req.headers().get("host"), Some("a.example:80"));
+        let (req, _, _) = parse_ok(b"GET / HTTP/1.1\r\nHost: a.example:80\r\n\r\n");
+        assert_eq!(req.headers().get("host"), Some("a.example:80"));
+        assert_eq!(
+            status_of(b"GET / HTTP/1.1\r\nHost: a.example:80/x\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status_of(b"GET / HTTP/1.1\r\nHost: a.example:80 x\r\n\r\n"),
+            400
+        );
+        let (req, _, _) = parse_ok(b"GET / HTTP/1.1\r\nHost: a.example:8\r\n\r\n");
+        assert_eq!(req.headers().get("host"), Some("a.example:8"));
+        let (req, _, _) = parse_ok(b"GET / HTTP/1.1\r\nHost: a.example:80 \r\n\r\n");
+        assert_eq!(req.headers().get("host"), Some("a.example:80"));
+        assert_eq!(
+            status_of(b"GET / HTTP/1.1\r\nHost: a.example:8\x01\r\n\r\n"),
+            400
+        );
     }
 
     fn status_of(text: &[u8]) -> u16 {
