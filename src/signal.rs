@@ -215,9 +215,6 @@ impl<F: ?Sized> Signal<F> {
         let slots = &slots;
         // Slots attached during this emission are left for the next one.
         let end = slots.entries.borrow().len();
-        if end == 0 {
-            return 0;
-        }
         slots.emitting.set(slots.emitting.get() + 1);
         // Restores the depth even if a slot panics, so the signal stays usable afterwards.
         struct Depth<'a, F: ?Sized>(&'a Rc<Slots<F>>);
