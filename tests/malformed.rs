@@ -264,7 +264,7 @@ fn transfer_encoding_not_ending_in_chunked_is_400() {
 #[test]
 fn unsupported_http_versions_are_505() {
     let srv = server();
-    for v in ["HTTP/2.0", "HTTP/1.2", "HTTP/3", "HTTP/0.9"] {
+    for v in ["HTTP/2.0", "HTTP/3", "HTTP/0.9"] {
         expect_rejected(
             &srv,
             format!("GET / {v}\r\nHost: h\r\n\r\n").as_bytes(),
@@ -276,6 +276,22 @@ fn unsupported_http_versions_are_505() {
     // Not a version: 400.
     expect_rejected(&srv, b"GET / HTTPS/1.1\r\nHost: h\r\n\r\n", 400);
     assert_still_serves(srv.addr);
+    srv.stop();
+}
+
+/// RFC 9110 2.5: a higher minor version of HTTP/1 is served as HTTP/1.1 and answered as such,
+/// on a connection that stays open.
+#[test]
+fn a_higher_http1_minor_version_is_served_as_http11() {
+    let srv = server();
+    let mut c = Client::connect(srv.addr);
+    c.send(b"GET / HTTP/1.2\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    for _ in 0..2 {
+        let r = c.read_reply();
+        assert_eq!((r.version.as_str(), r.status), ("HTTP/1.1", 200));
+        assert_eq!(r.body_str(), "Hello, World!");
+        assert!(!r.closes(), "{:?}", r.headers);
+    }
     srv.stop();
 }
 

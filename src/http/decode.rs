@@ -661,6 +661,9 @@ fn parse_request_head(
             )
         }
         Err(httparse::Error::TooManyHeaders) => return Err(ScanError::TooManyFields.for_request()),
+        Err(httparse::Error::Version) if higher_http1_minor_at(head).is_some() => {
+            return parse_as_http11(head, max_fields, req);
+        }
         Err(e) => {
             return Err(diagnose_request(head).unwrap_or_else(|| {
                 diagnose_field_lines(head).map_or_else(|| header_error(e), HttpError::bad_request)
@@ -668,6 +671,36 @@ fn parse_request_head(
         }
     }
     fill_request(&parsed, req)
+}
+
+/// Where the request-line's version is `HTTP/1.x` with a minor version above 1 (`x` its index
+/// in `head`), if it is.
+fn higher_http1_minor_at(head: &[u8]) -> Option<usize> {
+    // Blank lines before the request-line are allowed (RFC 9112 2.2) and skipped.
+    let start = head.iter().position(|&b| b != b'\r' && b != b'\n')?;
+    let lf = start + head[start..].iter().position(|&b| b == b'\n')?;
+    let line_end = if head[lf - 1] == b'\r' { lf - 1 } else { lf };
+    let version = line_end.checked_sub(8).filter(|&at| at > start)?;
+    let minor = version + 7;
+    (head[version - 1] == b' '
+        && head[version..minor] == *b"HTTP/1."
+        && (b'2'..=b'9').contains(&head[minor]))
+    .then_some(minor)
+}
+
+/// RFC 9110 2.5: a request of a higher minor version of HTTP/1 is processed as the highest
+/// this server implements, HTTP/1.1 (and answered as HTTP/1.1). httparse knows only 1.0 and
+/// 1.1, so it parses a copy whose request-line says 1.1: one copy, for a rare request.
+fn parse_as_http11(
+    head: &[u8],
+    max_fields: usize,
+    req: &mut Request,
+) -> Result<BodyKind, HttpError> {
+    let mut copy = head.to_vec();
+    if let Some(minor) = higher_http1_minor_at(&copy) {
+        copy[minor] = b'1';
+    }
+    parse_request_head(&copy, max_fields, req)
 }
 
 /// Copies a parsed request head into `req` and works out how its body is framed.
@@ -1681,7 +1714,6 @@ mod tests {
     fn unsupported_versions_are_505() {
         for text in [
             &b"GET / HTTP/2.0\r\nHost: h\r\n\r\n"[..],
-            b"GET / HTTP/1.2\r\nHost: h\r\n\r\n",
             b"GET / HTTP/0.9\r\nHost: h\r\n\r\n",
             b"GET / HTTP/3\r\nHost: h\r\n\r\n",
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
@@ -1690,6 +1722,30 @@ mod tests {
             assert_eq!(status_of(text), 505, "{:?}", String::from_utf8_lossy(text));
         }
         assert!(reason_of(b"GET /\r\n\r\n").contains("HTTP/0.9"));
+    }
+
+    /// RFC 9110 2.5: a higher minor version of HTTP/1 is processed as HTTP/1.1.
+    #[test]
+    fn higher_http1_minor_versions_are_served_as_http11() {
+        for text in [
+            &b"GET /a?b HTTP/1.2\r\nHost: h\r\n\r\n"[..],
+            b"\r\nGET /a?b HTTP/1.9\r\nHost: h\r\n\r\n",
+        ] {
+            let (req, len, kind) = parse_ok(text);
+            assert_eq!(len, text.len());
+            assert_eq!(kind, BodyKind::None);
+            assert_eq!(req.version(), Version::Http11);
+            assert_eq!(
+                (req.method(), req.path(), req.query()),
+                (Method::Get, "/a", Some("b"))
+            );
+            assert_eq!(req.headers().get("host"), Some("h"));
+        }
+        // Still HTTP/1.1's rules: Host is required.
+        assert_eq!(status_of(b"GET / HTTP/1.2\r\n\r\n"), 400);
+        // Not a version (two digits after the dot), or another major version.
+        assert_eq!(status_of(b"GET / HTTP/1.22\r\nHost: h\r\n\r\n"), 505);
+        assert_eq!(status_of(b"GET / HTTP/2.1\r\nHost: h\r\n\r\n"), 505);
     }
 
     #[test]
