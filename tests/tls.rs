@@ -1481,8 +1481,10 @@ fn unreadable_or_mismatched_pem_files_give_clear_errors() {
     assert_eq!(err.kind(), TlsErrorKind::Config);
     let text = err.to_string();
     assert!(
-        text.contains("does not match") && text.contains(path_str(&pki.paths.cert)),
-        "the message names the mismatch and the certificate: {text}"
+        text.contains("does not match")
+            && text.contains(path_str(&pki.paths.cert))
+            && text.contains(path_str(&other_key)),
+        "the message names the mismatch, the key and the certificate: {text}"
     );
 
     let missing_ca = pki.file("no-such-ca.pem");

@@ -243,6 +243,8 @@ struct Identity {
     key: PKey<Private>,
     /// Where the certificate came from, for error messages.
     label: String,
+    /// Where the key came from, for error messages.
+    key_label: String,
 }
 
 impl Identity {
@@ -255,6 +257,7 @@ impl Identity {
             chain,
             key,
             label: cert_label,
+            key_label,
         })
     }
 
@@ -280,7 +283,15 @@ impl Identity {
         let mismatch = || {
             TlsError::new(
                 TlsErrorKind::Config,
-                format!("private key does not match certificate {}", self.label),
+                if self.key_label == self.label {
+                    // Both from memory: one label says it.
+                    format!("private key does not match certificate {}", self.label)
+                } else {
+                    format!(
+                        "private key {} does not match certificate {}",
+                        self.key_label, self.label
+                    )
+                },
             )
         };
         builder.set_private_key(&self.key).map_err(|stack| {
