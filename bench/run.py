@@ -52,7 +52,14 @@ HYPER_TARGET_DIR = Path(
     os.environ.get("UVHTTP_BENCH_HYPER_TARGET_DIR")
     or Path(tempfile.gettempdir()) / "uvhttp-bench-hyper-target"
 )
+# The may_minihttp peer too, for the same reason, in a directory of its own.
+MAY_TARGET_DIR = Path(
+    os.environ.get("UVHTTP_BENCH_MAY_TARGET_DIR")
+    or Path(tempfile.gettempdir()) / "uvhttp-bench-may-target"
+)
 NGINX_ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")
+# Where Debian's h2o package writes the PID of the system service it may start.
+H2O_SERVICE_PID_FILE = Path("/run/h2o.pid")
 # Concurrent `openssl s_time` processes of the handshake scenario. Each one runs one
 # handshake at a time; one alone leaves the server idle during every round trip, four keep
 # the client CPU busy (a full handshake costs the client more than the server).
@@ -167,6 +174,9 @@ class Target:
     # HTTPS; None: it cannot, and the HTTPS scenarios skip it with `no_tls_reason`.
     tls_args: Optional[List[str]] = None
     no_tls_reason: str = "no HTTPS set up for this target in bench/run.py"
+    # Writes the files a server reads at start (its configuration, the files it serves)
+    # into the run directory, for the port and, over HTTPS, the certificate of this start.
+    configure: Optional[Callable[["Target", Path, int, Optional["TlsMaterial"]], None]] = None
 
 
 @dataclass
@@ -248,26 +258,33 @@ def prepare_example(name: str):
     return prepare
 
 
-def prepare_hyper(target: Target, context: Context) -> Optional[str]:
-    if shutil.which("cargo") is None:
-        return "cargo not found"
-    manifest = BENCH_DIR / "peers" / "hyper" / "Cargo.toml"
-    binary = HYPER_TARGET_DIR / "release" / "uvhttp-bench-hyper-peer"
-    if context.build:
-        print(f"building: hyper peer (CARGO_TARGET_DIR={HYPER_TARGET_DIR})", flush=True)
-        environment = dict(os.environ, CARGO_TARGET_DIR=str(HYPER_TARGET_DIR))
-        result = subprocess.run(
-            ["cargo", "build", "--release", "--manifest-path", str(manifest)],
-            capture_output=True,
-            text=True,
-            env=environment,
-        )
-        if result.returncode != 0:
-            return f"building the hyper peer failed:\n{tail(result.stderr)}"
-    if not binary.exists():
-        return f"{binary} not found (run without --no-build)"
-    target.command[0] = str(binary)
-    return None
+def prepare_cargo_peer(label: str, crate: str, binary_name: str, target_dir: Path):
+    """Preparation for a peer that is its own cargo crate under bench/peers/: built with
+    CARGO_TARGET_DIR outside the repository, so it never touches the repository's target/
+    or lock file."""
+
+    def prepare(target: Target, context: Context) -> Optional[str]:
+        if shutil.which("cargo") is None:
+            return "cargo not found"
+        manifest = BENCH_DIR / "peers" / crate / "Cargo.toml"
+        binary = target_dir / "release" / binary_name
+        if context.build:
+            print(f"building: {label} peer (CARGO_TARGET_DIR={target_dir})", flush=True)
+            environment = dict(os.environ, CARGO_TARGET_DIR=str(target_dir))
+            result = subprocess.run(
+                ["cargo", "build", "--release", "--manifest-path", str(manifest)],
+                capture_output=True,
+                text=True,
+                env=environment,
+            )
+            if result.returncode != 0:
+                return f"building the {label} peer failed:\n{tail(result.stderr)}"
+        if not binary.exists():
+            return f"{binary} not found (run without --no-build)"
+        target.command[0] = str(binary)
+        return None
+
+    return prepare
 
 
 def prepare_node(target: Target, context: Context) -> Optional[str]:
@@ -319,9 +336,99 @@ def write_nginx_config(run_dir: Path, port: int, tls: Optional[TlsMaterial]) -> 
         .replace("@PORT@", str(port))
     )
     (run_dir / "nginx.conf").write_text(config)
+    write_big_file(run_dir)
+
+
+def write_big_file(run_dir: Path) -> None:
+    """big.bin, the 1 MiB the file servers (nginx, h2o) answer `/big` with."""
     big = run_dir / "big.bin"
     if not big.exists() or big.stat().st_size != BIG_BYTES:
         big.write_bytes(b"x" * BIG_BYTES)
+
+
+def h2o_has_mruby(h2o: str) -> bool:
+    """Whether this h2o build has mruby, which its /echo handler needs (`h2o -v` prints
+    `mruby: YES`; Debian's 2.2.5 has it)."""
+    result = subprocess.run([h2o, "-v"], capture_output=True, text=True)
+    return re.search(r"^mruby:\s*YES", result.stdout + result.stderr, re.MULTILINE) is not None
+
+
+def system_h2o_pid() -> Optional[int]:
+    """The PID of a running system h2o (the Debian package's service), if there is one."""
+    try:
+        pid = int(H2O_SERVICE_PID_FILE.read_text().split()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid
+
+
+def settle_h2o_service(installed_now: bool) -> None:
+    """Debian's h2o package enables a system h2o on port 80 and starts it where services
+    may start (in a container, policy-rc.d usually forbids it). It takes none of the
+    benchmark's ports, but it would share the CPUs with the measured servers. One the
+    runner has just installed is stopped and disabled; someone else's is only reported."""
+    started = system_h2o_pid()
+    if installed_now:
+        if Path("/run/systemd/system").is_dir() and shutil.which("systemctl"):
+            # `disable` too: otherwise it starts again at the next boot.
+            subprocess.run(["systemctl", "disable", "--now", "h2o"], capture_output=True)
+        elif started is not None and shutil.which("service"):
+            subprocess.run(["service", "h2o", "stop"], capture_output=True)
+    pid = system_h2o_pid()
+    if pid is not None:
+        print(f"note: a system h2o (PID {pid}, {H2O_SERVICE_PID_FILE}) is running and shares the "
+              f"CPUs with the measured servers (stop it: service h2o stop)", flush=True)
+    elif installed_now and started is not None:
+        print(f"h2o installed; stopped the system h2o the package started (PID {started})",
+              flush=True)
+    elif installed_now:
+        print("h2o installed; the package started no system h2o", flush=True)
+
+
+def prepare_h2o(target: Target, context: Context) -> Optional[str]:
+    installed_before = shutil.which("h2o") is not None
+    h2o = ensure_tool("h2o", "h2o")
+    if h2o is None:
+        return "h2o not found (Debian: apt-get install -y h2o)"
+    settle_h2o_service(installed_now=not installed_before)
+    target.command[0] = h2o
+    if h2o_has_mruby(h2o):
+        target.unsupported.pop("echo", None)
+        target.notes["echo"] = "mruby handler (bench/peers/h2o_echo.rb)"
+    else:
+        target.unsupported["echo"] = (
+            "this h2o is built without mruby, and h2o has no other way to echo a body"
+        )
+    return None
+
+
+def write_h2o_config(target: Target, run_dir: Path, port: int, tls: Optional[TlsMaterial]) -> None:
+    """Fills in bench/peers/h2o.conf for one server start and writes the files it serves;
+    HTTPS when `tls` is given."""
+    template = (BENCH_DIR / "peers" / "h2o.conf").read_text()
+    # Started as root without `user:`, h2o switches to nobody, which cannot read the run
+    # directory (mkdtemp makes it 0700).
+    user = "user: root" if os.geteuid() == 0 else "# not root: h2o stays the runner's user"
+    if "echo" in target.unsupported:
+        echo_path = "      # no /echo: this h2o has no mruby"
+    else:
+        echo_path = f"      /echo:\n        mruby.handler-file: {BENCH_DIR / 'peers' / 'h2o_echo.rb'}"
+    config = (
+        template.replace("@USER@", user)
+        # The listener's ssl block: its lines start with @TLS@, commented out for plain HTTP.
+        .replace("@TLS@", "" if tls else "#")
+        .replace("@TLS_CERT@", str(tls.server_cert) if tls else "-")
+        .replace("@TLS_KEY@", str(tls.server_key) if tls else "-")
+        .replace("@ECHO_PATH@", echo_path)
+        .replace("@RUN_DIR@", str(run_dir))
+        .replace("@PORT@", str(port))
+    )
+    (run_dir / "h2o.conf").write_text(config)
+    root = run_dir / "h2o-root"
+    root.mkdir(exist_ok=True)
+    (root / "index.txt").write_bytes(b"Hello, World!")
+    write_big_file(run_dir)
 
 
 def builtin_targets() -> Dict[str, Target]:
@@ -340,7 +447,17 @@ def builtin_targets() -> Dict[str, Target]:
             tls_args=["--tls-cert", "{tls_cert}", "--tls-key", "{tls_key}"],
         ),
         "hyper": Target(
-            "hyper", ["hyper-peer", "--host", HOST, "--port", "{port}"], prepare=prepare_hyper
+            "hyper",
+            ["hyper-peer", "--host", HOST, "--port", "{port}"],
+            prepare=prepare_cargo_peer("hyper", "hyper", "uvhttp-bench-hyper-peer", HYPER_TARGET_DIR),
+        ),
+        "may_minihttp": Target(
+            "may_minihttp",
+            ["may-peer", "--host", HOST, "--port", "{port}"],
+            prepare=prepare_cargo_peer("may_minihttp", "may_minihttp", "uvhttp-bench-may-peer",
+                                       MAY_TARGET_DIR),
+            notes={"close": "may_minihttp never closes a connection itself: it answers "
+                            "`Connection: close` with that header, and wrk closes"},
         ),
         "node": Target(
             "node",
@@ -353,6 +470,15 @@ def builtin_targets() -> Dict[str, Target]:
             prepare=prepare_nginx,
             # The certificate goes into the filled-in config, not onto the command line.
             tls_args=[],
+            configure=lambda target, run_dir, port, tls: write_nginx_config(run_dir, port, tls),
+        ),
+        "h2o": Target(
+            "h2o",
+            ["h2o", "-c", "{run_dir}/h2o.conf"],
+            prepare=prepare_h2o,
+            # As with nginx, the certificate goes into the filled-in config.
+            tls_args=[],
+            configure=write_h2o_config,
         ),
     }
 
@@ -484,8 +610,8 @@ def start_server(target: Target, scenario: Scenario, port: int, run_dir: Path, n
                  tls: Optional[TlsMaterial]):
     """Starts the server pinned to the server CPU; returns (process, log path)."""
     tls = tls if scenario.tls else None
-    if target.name == "nginx":
-        write_nginx_config(run_dir, port, tls)
+    if target.configure:
+        target.configure(target, run_dir, port, tls)
     values = {"port": str(port), "run_dir": str(run_dir)}
     if tls:
         values |= {"tls_cert": str(tls.server_cert), "tls_key": str(tls.server_key)}
