@@ -298,8 +298,14 @@ impl ConnCore {
         });
     }
 
+    /// Starts serving a connection just accepted: the request its client sent right after
+    /// connecting is usually there already, and is answered before reading is even registered
+    /// with the loop (a `Connection: close` exchange then never is).
     pub(crate) fn start(&self) {
-        self.socket.resume_reading();
+        self.socket.read_available();
+        if !self.closed.get() && !self.reading_paused.get() {
+            self.socket.resume_reading();
+        }
     }
 
     pub(crate) fn event_loop(&self) -> crate::uv::Loop {

@@ -31,6 +31,11 @@ pub trait Socket {
     fn resume_reading(&self);
     /// Stops reading (backpressure): no `on_data` until [`Socket::resume_reading`].
     fn pause_reading(&self);
+    /// Before reading starts: delivers, through `on_data`, bytes that already arrived (a
+    /// request sent right after connecting), without waiting for the loop. The caller then
+    /// calls [`Socket::resume_reading`] unless `on_data` paused or closed. The default delivers
+    /// nothing.
+    fn read_available(&self) {}
     /// Queues a copy of `data`. Small writes are coalesced into one buffer.
     fn write(&self, data: &[u8]);
     /// Queues an owned buffer without copying it.

@@ -483,6 +483,14 @@ impl Socket for TcpSocket {
         }
     }
 
+    fn read_available(&self) {
+        if self.state.get() != State::Open || self.flag(READING) || self.flag(EOF) {
+            return;
+        }
+        self.tcp()
+            .read_available(|data| StreamHandler::on_read(self, data));
+    }
+
     fn pause_reading(&self) {
         // A closing socket keeps reading: it must see the peer's FIN.
         if self.flag(READING) && self.state.get() == State::Open {
@@ -790,7 +798,8 @@ impl TcpListener {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Read;
+    use std::cell::{Cell, RefCell};
+    use std::io::{Read, Write};
 
     use super::*;
     use crate::uv::{OwnedLoop, RunMode};
@@ -826,6 +835,53 @@ mod tests {
         let mut got = Vec::new();
         peer.read_to_end(&mut got).unwrap();
         assert_eq!(got, b"all of it");
+        drop(sock);
+        lp.close().expect("the handle is closed");
+    }
+
+    /// Records what a socket delivers.
+    #[derive(Default)]
+    struct Recorder {
+        data: RefCell<Vec<u8>>,
+        eof: Cell<bool>,
+    }
+
+    impl SocketHandler for Recorder {
+        fn on_data(&self, data: &[u8]) {
+            self.data.borrow_mut().extend_from_slice(data);
+        }
+        fn on_eof(&self) {
+            self.eof.set(true);
+        }
+        fn on_drain(&self) {}
+        fn on_close(&self, _err: Option<UvError>) {}
+    }
+
+    #[test]
+    fn bytes_that_already_arrived_are_delivered_before_reading_starts() {
+        let lp = OwnedLoop::new().unwrap();
+        let (ours, mut peer) = pair();
+        peer.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        // The bytes are in the kernel: a blocking peek on a clone says so.
+        let mut probe = [0u8; 1];
+        ours.peek(&mut probe).unwrap();
+        let sock = TcpSocket::from_std(lp.handle(), ours).unwrap();
+        let rec = Rc::new(Recorder::default());
+        let weak: Weak<dyn SocketHandler> = Rc::downgrade(&rec) as Weak<dyn SocketHandler>;
+        sock.set_handler(weak);
+        // Delivered within the call, without running the loop.
+        sock.read_available();
+        #[cfg(unix)]
+        assert_eq!(&*rec.data.borrow(), b"GET / HTTP/1.1\r\n\r\n");
+        // Nothing more is there: nothing more is delivered, and EOF is left to reading.
+        sock.read_available();
+        drop(peer);
+        sock.resume_reading();
+        while !rec.eof.get() {
+            lp.handle().run(RunMode::Once);
+        }
+        assert_eq!(&*rec.data.borrow(), b"GET / HTTP/1.1\r\n\r\n");
+        sock.close();
         drop(sock);
         lp.close().expect("the handle is closed");
     }

@@ -252,6 +252,11 @@ impl Socket for TlsSocket {
         self.tcp.resume_reading();
     }
 
+    fn read_available(&self) {
+        // The ClientHello, usually: it reaches this socket's handshake through `on_data`.
+        self.tcp.read_available();
+    }
+
     fn pause_reading(&self) {
         self.tcp.pause_reading();
     }

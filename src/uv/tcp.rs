@@ -302,6 +302,51 @@ impl<'a, T: EmbedsTcp> TcpRef<'a, T> {
         }
     }
 
+    /// Hands `f` the bytes the kernel already holds for this stream, read without waiting for
+    /// the loop to poll; returns whether there were any. For a connection just accepted: a
+    /// client sends its request right after connecting, and reading it at once saves
+    /// registering for readiness and a poll round trip (and, when the answer closes the
+    /// connection, ever registering at all). Nothing read (would block), end of file and
+    /// errors all return false and are left to the regular read path, which meets them again.
+    /// libuv has no such call (no `uv_try_read`), so on Unix this reads the descriptor libuv
+    /// owns, once, before `uv_read_start`; elsewhere it reads nothing.
+    pub(crate) fn read_available(&self, f: impl FnOnce(&[u8])) -> bool {
+        #[cfg(unix)]
+        {
+            use std::io::Read;
+            use std::os::fd::FromRawFd;
+            let Some(tcp) = self.live() else {
+                return false;
+            };
+            let mut fd: sys::uv_os_fd_t = -1;
+            // SAFETY: open handle; uv_fileno only writes `fd`.
+            if unsafe { sys::uv_fileno(tcp as *const sys::uv_handle_t, &mut fd) } != 0 {
+                return false;
+            }
+            // SAFETY: `fd` is the open, non-blocking socket libuv owns; ManuallyDrop never
+            // closes it, and it is only read from, during this call.
+            let file = ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
+            let buf = lend_read_buffer();
+            // SAFETY: the lent buffer is `len` writable bytes, ours until returned below.
+            let space = unsafe { std::slice::from_raw_parts_mut(buf.base as *mut u8, buf.len) };
+            let got = match (&*file).read(space) {
+                Ok(n) if n > 0 => {
+                    f(&space[..n]);
+                    true
+                }
+                _ => false,
+            };
+            // SAFETY: `buf` came from lend_read_buffer and the slice above is no longer used.
+            unsafe { return_read_buffer(&buf) };
+            got
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = f;
+            false
+        }
+    }
+
     /// Writes as much of `slices` as the kernel takes right now (`uv_try_write`): the byte
     /// count, `Ok(0)` when it would block.
     pub(crate) fn try_write(&self, slices: &[&[u8]]) -> Result<usize, UvError> {
