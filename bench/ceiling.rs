@@ -10,7 +10,7 @@
 //! `bench/run.py` measures uvhttp and its peers as ratios to this server, so
 //! it must stay the cheapest possible libuv server, not a useful one.
 //!
-//! Usage: `ceiling [--host ADDR] [--port N] [--close] [--body-bytes N]`
+//! Usage: `ceiling [--host ADDR] [--port N] [--close] [--body-bytes N] [--defer-accept]`
 //! * `--close` answers with `Connection: close` and shuts the connection down
 //!   after the answers of the read that held the request (for the
 //!   connection-churn scenario: the ceiling does not read request headers, so
@@ -18,10 +18,15 @@
 //! * `--body-bytes N` answers with an N-byte body instead of `Hello, World!`
 //!   (for the echo and large-body scenarios, so the ceiling writes as many
 //!   bytes as a real server does there).
+//! * `--defer-accept` sets Linux's `TCP_DEFER_ACCEPT` on the listener, as uvhttp's
+//!   `ServerOptions::defer_accept` does (the runner passes it to both).
+//!
+//! Like uvhttp, the ceiling answers the bytes a connection already holds when it is
+//! accepted before it registers for reads.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
-use std::ffi::{c_char, c_int, c_uint, CStr, CString};
+use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
 use std::mem::MaybeUninit;
 use std::process::ExitCode;
 use std::ptr;
@@ -58,6 +63,7 @@ struct Options {
     port: u16,
     close_after_answer: bool,
     body_bytes: Option<usize>,
+    defer_accept: bool,
 }
 
 impl Options {
@@ -68,6 +74,7 @@ impl Options {
             port: 8080,
             close_after_answer: false,
             body_bytes: None,
+            defer_accept: false,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -81,6 +88,7 @@ impl Options {
                 }
                 "--host" => options.host = value("--host")?,
                 "--close" => options.close_after_answer = true,
+                "--defer-accept" => options.defer_accept = true,
                 "--body-bytes" => {
                     let text = value("--body-bytes")?;
                     let bytes = text
@@ -90,7 +98,7 @@ impl Options {
                 }
                 "-h" | "--help" => {
                     return Err(
-                        "usage: ceiling [--host ADDR] [--port N] [--close] [--body-bytes N]"
+                        "usage: ceiling [--host ADDR] [--port N] [--close] [--body-bytes N] [--defer-accept]"
                             .to_string(),
                     )
                 }
@@ -275,6 +283,10 @@ fn serve(options: &Options) -> Result<(), String> {
         )
     };
     check_at("listen", &options.host, options.port, listening)?;
+    #[cfg(target_os = "linux")]
+    if options.defer_accept {
+        defer_accept(listener)?;
+    }
     let port = bound_port(listener)?;
     let shown_host = if options.host.contains(':') {
         format!("[{}]", options.host)
@@ -393,11 +405,95 @@ unsafe extern "C" fn on_connection(server: *mut uv_stream_t, status: c_int) {
     // Answers go out whole, so Nagle would only delay the tail of a partial write.
     // SAFETY: `tcp` is an accepted TCP handle.
     unsafe { uv_tcp_nodelay(tcp, 1) };
+    // The request a client sends right after connecting is usually there already: answer
+    // it before registering for reads (uvhttp does the same; the ceiling must not do more).
+    #[cfg(unix)]
+    {
+        // SAFETY: `tcp` is an accepted, open stream on this loop.
+        if unsafe { read_available(tcp.cast()) } {
+            // SAFETY: as above; `connection` lives until `on_close`, which has not run.
+            if unsafe { uv_is_closing(handle) } != 0 || !unsafe { (*connection).reading } {
+                return;
+            }
+        }
+    }
     // SAFETY: `tcp` is an accepted stream; both callbacks match libuv's signatures.
     if unsafe { uv_read_start(tcp.cast(), Some(on_alloc), Some(on_read)) } < 0 {
         // SAFETY: `tcp` is initialised and not yet closing.
         unsafe { uv_close(handle, Some(on_close)) };
     }
+}
+
+/// Reads what already arrived on a just-accepted stream (one non-blocking read of the
+/// descriptor libuv owns; libuv has no `uv_try_read`) and hands it to `on_read`. Returns
+/// whether there was anything.
+///
+/// # Safety
+/// `stream` must be an open connection handle of the ceiling's loop.
+#[cfg(unix)]
+unsafe fn read_available(stream: *mut uv_stream_t) -> bool {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    let handle = stream.cast::<uv_handle_t>();
+    let mut fd: libuv_sys2::uv_os_fd_t = -1;
+    // SAFETY: open handle (the caller's contract); uv_fileno only writes `fd`.
+    if unsafe { libuv_sys2::uv_fileno(handle, &mut fd) } != 0 {
+        return false;
+    }
+    // SAFETY: `fd` is the open non-blocking socket libuv owns; ManuallyDrop never closes it.
+    let file = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
+    let n = {
+        // SAFETY: the caller's contract: a live connection handle on the ceiling's loop. The
+        // reference ends with this block, before `on_read` takes its own.
+        let ceiling = unsafe { ceiling_of(handle) };
+        match (&*file).read(&mut ceiling.read_buffer[..]) {
+            Ok(n) if n > 0 => n,
+            _ => return false,
+        }
+    };
+    // SAFETY: `n` bytes are at the start of the shared buffer, as after a libuv read.
+    unsafe { on_read(stream, n as isize, ptr::null()) };
+    true
+}
+
+/// `--defer-accept`: Linux's `TCP_DEFER_ACCEPT` on the listener (connections are handed over
+/// once their client sent data), as uvhttp's `ServerOptions::defer_accept`.
+#[cfg(target_os = "linux")]
+fn defer_accept(listener: *mut uv_tcp_t) -> Result<(), String> {
+    extern "C" {
+        fn setsockopt(
+            fd: c_int,
+            level: c_int,
+            name: c_int,
+            value: *const c_void,
+            len: u32,
+        ) -> c_int;
+    }
+    const IPPROTO_TCP: c_int = 6;
+    const TCP_DEFER_ACCEPT: c_int = 9;
+    let mut fd: libuv_sys2::uv_os_fd_t = -1;
+    // SAFETY: `listener` is an initialised, bound TCP handle; uv_fileno only writes `fd`.
+    check("uv_fileno", unsafe {
+        libuv_sys2::uv_fileno(listener.cast(), &mut fd)
+    })?;
+    let seconds: c_int = 1;
+    // SAFETY: `fd` is the listening socket; the value is a c_int living through the call.
+    let rc = unsafe {
+        setsockopt(
+            fd,
+            IPPROTO_TCP,
+            TCP_DEFER_ACCEPT,
+            ptr::addr_of!(seconds).cast(),
+            std::mem::size_of::<c_int>() as u32,
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "TCP_DEFER_ACCEPT: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
 }
 
 /// Every read lands in the one shared buffer.
@@ -673,6 +769,7 @@ mod tests {
             port: 0,
             close_after_answer: close,
             body_bytes,
+            defer_accept: false,
         }
     }
 

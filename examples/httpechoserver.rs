@@ -21,7 +21,9 @@
 //! `--header-timeout-ms`, `--tls-cert FILE --tls-key FILE` (serve every route over HTTPS),
 //! `--workers N` (N loops on N threads on one port) with `--accept reuseport` (default: every
 //! loop listens, `UV_TCP_REUSEPORT`) or `--accept handoff` (one acceptor thread hands
-//! connections to the loops; works where the OS has no SO_REUSEPORT balancing). Prints `listening on http://HOST:PORT` once bound; SIGINT or
+//! connections to the loops; works where the OS has no SO_REUSEPORT balancing),
+//! `--defer-accept` (`ServerOptions::defer_accept`: on Linux, accept a connection only once
+//! its client sent something, like nginx's `deferred`). Prints `listening on http://HOST:PORT` once bound; SIGINT or
 //! SIGTERM stops it gracefully (exit code 0). `UVHTTP_LOG=debug` shows connection logs.
 
 #[path = "support/routes.rs"]
@@ -112,6 +114,7 @@ struct Config {
     idle_timeout: Option<Duration>,
     header_timeout: Option<Duration>,
     tls: Option<(String, String)>,
+    defer_accept: bool,
 }
 
 impl Config {
@@ -130,6 +133,7 @@ impl Config {
             idle_timeout: ms("idle-timeout-ms"),
             header_timeout: ms("header-timeout-ms"),
             tls: args.value("tls-cert").zip(args.value("tls-key")),
+            defer_accept: args.flag("defer-accept"),
         }
     }
 
@@ -152,6 +156,7 @@ impl Config {
                 o.header_timeout = d;
             }
             o.reuse_port = reuse_port;
+            o.defer_accept = self.defer_accept;
         });
         if let Some((cert, key)) = &self.tls {
             let ctx = uvhttp::net::tls::TlsContext::server()

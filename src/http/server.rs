@@ -285,6 +285,7 @@ impl Server {
                     .map_err(|e| ServerError::listen(&addr.to_string(), e))?;
                 l.listen(opts.backlog, accept_callback(Rc::downgrade(sh)))
                     .map_err(|e| ServerError::listen(&addr.to_string(), e))?;
+                defer_accept_if_asked(&l, &opts);
                 Some(l)
             }
             #[cfg(unix)]
@@ -297,6 +298,7 @@ impl Server {
                     .map_err(|e| ServerError::listen(&what, e))?;
                 l.listen(opts.backlog, accept_callback(Rc::downgrade(sh)))
                     .map_err(|e| ServerError::listen(&what, e))?;
+                defer_accept_if_asked(&l, &opts);
                 Some(l)
             }
             None => return Err(ServerError::new("server has no address to listen on")),
@@ -407,6 +409,19 @@ fn conn_config(o: &ServerOptions) -> ConnConfig {
         write_timeout_ms: ms(o.write_timeout),
         linger_timeout_ms: ms(o.linger_timeout),
         tls_handshake_timeout_ms: ms(o.tls_handshake_timeout),
+    }
+}
+
+/// Applies [`ServerOptions::defer_accept`]: an optimisation, so a failure is logged, not fatal.
+fn defer_accept_if_asked(listener: &TcpListener, opts: &ServerOptions) {
+    if !opts.defer_accept {
+        return;
+    }
+    // One second: the kernel's unit; a client that sends nothing is then accepted as usual.
+    match listener.set_defer_accept(1) {
+        Ok(true) => {}
+        Ok(false) => log::debug!("defer_accept: not available on this OS; ignored"),
+        Err(e) => log::warn!("defer_accept: {e}; serving without it"),
     }
 }
 

@@ -776,6 +776,11 @@ impl TcpListener {
         self.handle.listen(backlog, on_connection)
     }
 
+    /// See [`TcpHandle::set_defer_accept`](crate::uv::TcpHandle::set_defer_accept).
+    pub fn set_defer_accept(&self, seconds: u32) -> Result<bool, UvError> {
+        self.handle.set_defer_accept(seconds)
+    }
+
     /// Accepts one pending connection.
     pub fn accept(&self) -> Result<Rc<TcpSocket>, UvError> {
         // libuv accepts into an initialised handle: the socket (with its embedded handle) is
