@@ -20,7 +20,7 @@ use std::rc::{Rc, Weak};
 use super::adapter::{ConnectionAdapter, UpgradedConnection};
 use super::body::BodyLimits;
 use super::decode::{BodyKind, HeadLimits, HttpError};
-use super::encode::CONTINUE_HEAD;
+use super::encode::{ConnectionHeader, Framing, CONTINUE_HEAD};
 use super::server::ServerShared;
 use super::server_connection::{ServerConnection, ServerConnectionPtr};
 use super::status::StatusCode;
@@ -372,6 +372,20 @@ impl ConnCore {
 
     pub(crate) fn write_with(&self, fill: &mut dyn FnMut(&mut Vec<u8>)) {
         self.socket.write_with(fill);
+    }
+
+    /// Turns Nagle's algorithm off (`tcp_nodelay`) before the first response that needs it:
+    /// one that streams (its later pieces must not wait for the peer's ACK) or that keeps the
+    /// connection open (the next response must not either). A response of known length after
+    /// which the connection closes does not: it is written at once, and the close pushes its
+    /// last bytes out; a short connection saves the system call. The socket remembers that it
+    /// is settled (also when the option is off), so later responses cost a flag test.
+    pub(crate) fn nagle_off_for(&self, framing: Framing, connection: ConnectionHeader) {
+        let closes_whole = connection == ConnectionHeader::Close
+            && matches!(framing, Framing::Length(_) | Framing::None);
+        if !closes_whole {
+            self.socket.disable_nagle();
+        }
     }
 
     /// Corks the socket for a burst of writes from a response; returns whether it did, for
@@ -1332,6 +1346,50 @@ mod tests {
             std::mem::size_of::<ConnState>()
         );
         assert!(std::mem::size_of::<ConnCore>() <= 72);
+    }
+
+    /// Nagle goes off before a response that keeps the connection open or streams, not for a
+    /// whole response that closes it (the close pushes its bytes out).
+    #[test]
+    fn nagle_goes_off_only_for_responses_that_need_it() {
+        use crate::http::in_memory::InMemoryConnection;
+        use crate::http::{Server, ServerConnectionPtr, StatusCode};
+        use crate::uv::OwnedLoop;
+
+        let lp = OwnedLoop::new().unwrap();
+        let mut srv = Server::with_loop(lp.handle(), "127.0.0.1", 0).unwrap();
+        srv.connection += |conn: ServerConnectionPtr| {
+            if conn.request().path() == "/stream" {
+                conn.send_header().unwrap();
+                conn.send(b"piece").unwrap();
+                conn.complete().unwrap();
+            } else {
+                conn.respond(StatusCode::OK, "text/plain", b"hi").unwrap();
+            }
+        };
+        let closing = InMemoryConnection::new(&srv);
+        closing.feed(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        assert_eq!(closing.nagle_offs(), 0, "one whole response, then close");
+        let old_client = InMemoryConnection::new(&srv);
+        old_client.feed(b"GET / HTTP/1.0\r\n\r\n");
+        assert_eq!(old_client.nagle_offs(), 0, "HTTP/1.0: also closes after it");
+        let kept = InMemoryConnection::new(&srv);
+        kept.feed(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(
+            kept.nagle_offs(),
+            1,
+            "kept alive: the next response must not wait"
+        );
+        let streaming = InMemoryConnection::new(&srv);
+        streaming.feed(b"GET /stream HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        assert_eq!(
+            streaming.nagle_offs(),
+            1,
+            "chunked: its pieces must not wait"
+        );
+        drop((closing, old_client, kept, streaming));
+        drop(srv);
+        lp.close().unwrap();
     }
 
     #[test]

@@ -20,6 +20,8 @@ struct MemorySocket {
     captured: RefCell<Vec<u8>>,
     capture: Cell<bool>,
     closing: Cell<bool>,
+    /// `disable_nagle` calls (there is no TCP here; tests count the decisions).
+    nagle_offs: Cell<u32>,
 }
 
 impl MemorySocket {
@@ -38,6 +40,10 @@ impl MemorySocket {
 }
 
 impl Socket for MemorySocket {
+    fn disable_nagle(&self) {
+        self.nagle_offs.set(self.nagle_offs.get() + 1);
+    }
+
     fn set_handler(&self, handler: Weak<dyn SocketHandler>) {
         *self.handler.borrow_mut() = Some(handler);
     }
@@ -123,6 +129,7 @@ impl InMemoryConnection {
             captured: RefCell::new(Vec::new()),
             capture: Cell::new(false),
             closing: Cell::new(false),
+            nagle_offs: Cell::new(0),
         });
         let sock: Rc<dyn Socket> = socket.clone();
         let core = server.new_detached_connection(sock);
@@ -158,5 +165,11 @@ impl InMemoryConnection {
     /// True once the connection decided to close.
     pub fn is_closing(&self) -> bool {
         self.socket.closing.get()
+    }
+
+    /// How many times the connection asked to turn Nagle's algorithm off.
+    #[cfg(test)]
+    pub(crate) fn nagle_offs(&self) -> u32 {
+        self.socket.nagle_offs.get()
     }
 }

@@ -54,7 +54,11 @@ pub struct ServerOptions {
     pub stop_timeout: Duration,
     /// The listen backlog.
     pub backlog: i32,
-    /// Disable Nagle's algorithm on accepted connections.
+    /// Disable Nagle's algorithm on accepted connections (TCP_NODELAY), so small writes are
+    /// never held back waiting for the client's ACK. It is set before the first response that
+    /// streams or keeps the connection open; a connection whose only response has a known
+    /// length and closes it never needs it (the close pushes the last bytes out), and is
+    /// spared the system call.
     pub tcp_nodelay: bool,
     /// Bind with `UV_TCP_REUSEPORT` (several loops on one port, where the OS supports it).
     pub reuse_port: bool,

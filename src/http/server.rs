@@ -544,12 +544,16 @@ impl ServerShared {
 
     /// Runs the HTTP (or HTTPS) protocol on an accepted TCP socket.
     fn serve(&self, socket: Rc<TcpSocket>, over_limit: bool) {
-        if self.options.borrow().tcp_nodelay {
-            let _ = socket.set_nodelay(true);
-        }
         log::debug!("accepted connection from {:?}", socket.peer_addr());
         let sh = self.me.upgrade().expect("live server");
         let tls = self.tls.borrow().clone();
+        // Nagle goes off before the first response that needs it (`ConnCore::nagle_off_for`);
+        // for TLS at once: its handshake and session tickets are several small writes.
+        if !self.options.borrow().tcp_nodelay {
+            socket.keep_nagle();
+        } else if tls.is_some() {
+            socket.disable_nagle();
+        }
         let socket: Rc<dyn Socket> = match tls {
             None => socket,
             Some(ctx) => match TlsSocket::server(socket.clone(), &ctx) {

@@ -466,6 +466,7 @@ impl ServerConnection {
     /// went out yet.
     fn send_head_on(&self, core: &ConnCore, body: &[u8]) -> Result<bool, SendError> {
         let (framing, connection) = self.decide_framing(core);
+        core.nagle_off_for(framing, connection);
         // Inside `respond` the socket is corked already.
         let corked = !self.responding.get() && core.socket_cork();
         if self.needs_continue_before_head(framing) {

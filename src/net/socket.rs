@@ -36,6 +36,9 @@ pub trait Socket {
     /// calls [`Socket::resume_reading`] unless `on_data` paused or closed. The default delivers
     /// nothing.
     fn read_available(&self) {}
+    /// Turns Nagle's algorithm off (TCP_NODELAY): small writes leave at once instead of
+    /// waiting for the peer's ACK of earlier ones. The default does nothing (no TCP below).
+    fn disable_nagle(&self) {}
     /// Queues a copy of `data`. Small writes are coalesced into one buffer.
     fn write(&self, data: &[u8]);
     /// Queues an owned buffer without copying it.

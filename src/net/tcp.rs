@@ -56,6 +56,8 @@ const NO_LINGER: u8 = 1 << 4;
 const OVER_HIGH_WATER: u8 = 1 << 5;
 /// A drain happened inside a call the handler made; it must deliver it (`take_drain_owed`).
 const DRAIN_OWED: u8 = 1 << 6;
+/// Nagle's algorithm is settled: turned off (`disable_nagle`), or to be kept (`keep_nagle`).
+const NAGLE_SETTLED: u8 = 1 << 7;
 
 /// A socket's output while it has any: boxed, taken from the per-thread pool when the first
 /// byte is queued and given back when the kernel has taken the last one, so an idle socket pays
@@ -207,6 +209,11 @@ impl TcpSocket {
     /// Sets TCP_NODELAY: responses go out as soon as they are written.
     pub fn set_nodelay(&self, enable: bool) -> Result<(), UvError> {
         self.tcp().set_nodelay(enable)
+    }
+
+    /// Leaves Nagle's algorithm on for good: later [`Socket::disable_nagle`] calls do nothing.
+    pub fn keep_nagle(&self) {
+        self.set_flag(NAGLE_SETTLED, true);
     }
 
     fn flag(&self, f: u8) -> bool {
@@ -480,6 +487,15 @@ impl Socket for TcpSocket {
         match self.tcp().read_start() {
             Ok(()) => self.set_flag(READING, true),
             Err(e) => log::debug!("read_start failed: {e}"),
+        }
+    }
+
+    fn disable_nagle(&self) {
+        if self.replace_flag(NAGLE_SETTLED, true) {
+            return;
+        }
+        if let Err(e) = self.set_nodelay(true) {
+            log::debug!("TCP_NODELAY: {e}");
         }
     }
 

@@ -252,6 +252,10 @@ impl Socket for TlsSocket {
         self.tcp.resume_reading();
     }
 
+    fn disable_nagle(&self) {
+        self.tcp.disable_nagle();
+    }
+
     fn read_available(&self) {
         // The ClientHello, usually: it reaches this socket's handshake through `on_data`.
         self.tcp.read_available();
