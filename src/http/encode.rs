@@ -230,21 +230,26 @@ fn push_length_tail(out: &mut Vec<u8>, n: u64, connection: ConnectionHeader) {
             KEEP_ALIVE.len()
         }
     };
-    let mut i = 20;
-    let mut n = n;
+    let digits: &mut [u8; 20] = (&mut buf[..20]).try_into().expect("20 bytes");
+    let start = write_digits(n, digits);
+    out.extend_from_slice(&buf[start..20 + tail_len]);
+}
+
+/// Writes `n` in decimal at the end of `buf`; returns where the digits start.
+fn write_digits(mut n: u64, buf: &mut [u8; 20]) -> usize {
+    let mut i = buf.len();
     loop {
         i -= 1;
         buf[i] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
-            break;
+            return i;
         }
     }
-    out.extend_from_slice(&buf[i..20 + tail_len]);
 }
 
 /// Appends a decimal number without going through `fmt`.
-pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+pub(crate) fn push_u64(out: &mut Vec<u8>, n: u64) {
     if n < 10 {
         out.push(b'0' + n as u8);
         return;
@@ -254,16 +259,8 @@ pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
         return;
     }
     let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
+    let start = write_digits(n, &mut buf);
+    out.extend_from_slice(&buf[start..]);
 }
 
 /// The chunk-size line for a chunk of `len` bytes: `{len:x}\r\n`.

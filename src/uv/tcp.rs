@@ -203,6 +203,20 @@ impl<'a, T: EmbedsTcp> TcpRef<'a, T> {
         std::ptr::eq(cell.data() as *const T, self.owner).then(|| cell.raw())
     }
 
+    /// The OS socket of the open handle (`uv_fileno`), for the few calls libuv has no wrapper
+    /// for; libuv keeps owning it.
+    #[cfg(unix)]
+    fn os_fd(&self, what: &str) -> Result<sys::uv_os_fd_t, UvError> {
+        let tcp = self.live_or(what)?;
+        let mut fd: sys::uv_os_fd_t = -1;
+        // SAFETY: open handle; uv_fileno only writes `fd`.
+        check(
+            unsafe { sys::uv_fileno(tcp as *const sys::uv_handle_t, &mut fd) },
+            || what.to_string(),
+        )?;
+        Ok(fd)
+    }
+
     fn live_or(&self, what: &str) -> Result<*mut sys::uv_tcp_t, UvError> {
         self.live().ok_or_else(|| closed_error(what))
     }
@@ -315,14 +329,9 @@ impl<'a, T: EmbedsTcp> TcpRef<'a, T> {
         {
             use std::io::Read;
             use std::os::fd::FromRawFd;
-            let Some(tcp) = self.live() else {
+            let Ok(fd) = self.os_fd("read") else {
                 return false;
             };
-            let mut fd: sys::uv_os_fd_t = -1;
-            // SAFETY: open handle; uv_fileno only writes `fd`.
-            if unsafe { sys::uv_fileno(tcp as *const sys::uv_handle_t, &mut fd) } != 0 {
-                return false;
-            }
             // SAFETY: `fd` is the open, non-blocking socket libuv owns; ManuallyDrop never
             // closes it, and it is only read from, during this call.
             let file = ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
@@ -729,13 +738,7 @@ impl TcpHandle {
             // <netinet/in.h> and <netinet/tcp.h> on Linux.
             const IPPROTO_TCP: std::ffi::c_int = 6;
             const TCP_DEFER_ACCEPT: std::ffi::c_int = 9;
-            let tcp = self.tcp().live_or("defer accept")?;
-            let mut fd: sys::uv_os_fd_t = -1;
-            // SAFETY: open handle; uv_fileno only writes `fd`.
-            check(
-                unsafe { sys::uv_fileno(tcp as *const sys::uv_handle_t, &mut fd) },
-                || "defer accept".to_string(),
-            )?;
+            let fd = self.tcp().os_fd("defer accept")?;
             let value = std::ffi::c_int::try_from(seconds).unwrap_or(std::ffi::c_int::MAX);
             // SAFETY: `fd` is the listening socket libuv owns; the option value is a c_int
             // that lives through the call, and its size is passed.
