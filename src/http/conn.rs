@@ -1432,4 +1432,73 @@ mod tests {
         drop(srv);
         lp.close().unwrap();
     }
+
+    #[test]
+    fn the_direct_respond_path_writes_what_the_general_path_writes() {
+        use crate::http::in_memory::InMemoryConnection;
+        use crate::http::server_connection::DIRECT_RESPONSES;
+        use crate::http::{Server, ServerConnectionPtr, StatusCode};
+        use crate::uv::OwnedLoop;
+
+        let direct = || DIRECT_RESPONSES.with(|n| n.get());
+        let lp = OwnedLoop::new().unwrap();
+        let mut srv = Server::with_loop(lp.handle(), "127.0.0.1", 0).unwrap();
+        let held: Rc<RefCell<Vec<ServerConnectionPtr>>> = Rc::default();
+        let seen: Rc<RefCell<Vec<String>>> = Rc::default();
+        let (keep, log) = (held.clone(), seen.clone());
+        srv.connection += move |conn: ServerConnectionPtr| {
+            if conn.request().path() == "/later" {
+                keep.borrow_mut().push(conn);
+                return;
+            }
+            conn.respond(StatusCode::OK, "text/plain", b"hi").unwrap();
+            // Whichever path wrote it, the response reads the same afterwards.
+            conn.response().with(|r| {
+                assert_eq!(r.content_length(), Some(2));
+                let ct = r.get("content-type").unwrap_or("none");
+                log.borrow_mut()
+                    .push(format!("{} {ct}", r.status().as_u16()));
+            });
+        };
+        let conn = InMemoryConnection::new(&srv);
+        conn.capture_output(true);
+        let get = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+        // The loop's clock does not move here, so every head carries the same Date.
+        conn.feed(get);
+        let first = conn.take_output();
+        let before = direct();
+        conn.feed(get);
+        assert_eq!(
+            direct(),
+            before + 1,
+            "the head cache is warm: the direct path ran"
+        );
+        assert_eq!(conn.take_output(), first);
+
+        // Second in line: buffered behind /later, so the general path writes it.
+        conn.feed(b"GET /later HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(direct(), before + 1);
+        let later = held.borrow_mut().pop().unwrap();
+        later.respond(StatusCode::OK, "text/plain", b"hi").unwrap();
+        drop(later);
+        assert_eq!(direct(), before + 2, "/later was first in line");
+        let both = conn.take_output();
+        assert_eq!(both, [first.clone(), first.clone()].concat());
+
+        // Requests the direct path leaves alone, HEAD and HTTP/1.0: their heads differ as the
+        // protocol requires.
+        conn.feed(b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\n");
+        conn.feed(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        assert_eq!(direct(), before + 2);
+        let rest = String::from_utf8(conn.take_output()).unwrap();
+        assert!(
+            rest.contains("Content-Length: 2\r\n\r\nHTTP/1.1 200 OK"),
+            "{rest}"
+        );
+        assert!(rest.ends_with("Connection: keep-alive\r\n\r\nhi"), "{rest}");
+        assert_eq!(*seen.borrow(), vec!["200 text/plain"; 5]);
+        drop(conn);
+        drop(srv);
+        lp.close().unwrap();
+    }
 }

@@ -45,6 +45,11 @@ struct HeadCache {
     /// When the `Date` line inside `prefix` was formatted (see `date_line_is_current`).
     date_at: u64,
     prefix: Vec<u8>,
+    /// Whether `fields` is a single `Content-Type`, as `respond()` leaves a response; its
+    /// value is then in `sole_content_type`, and [`with_cached_head`] recognises the head
+    /// from the value alone. (A flag and a kept buffer: refills never allocate.)
+    has_sole_content_type: bool,
+    sole_content_type: Vec<u8>,
 }
 
 thread_local! {
@@ -55,6 +60,8 @@ thread_local! {
             fields: Headers::new(),
             date_at: u64::MAX,
             prefix: Vec::new(),
+            has_sole_content_type: false,
+            sole_content_type: Vec::new(),
         })
     };
 }
@@ -81,7 +88,60 @@ impl HeadCache {
         self.date_at = date_at;
         self.prefix.clear();
         self.prefix.extend_from_slice(prefix);
+        let mut fields = response.headers().iter_bytes();
+        self.sole_content_type.clear();
+        self.has_sole_content_type = match (fields.next(), fields.next()) {
+            (Some((name, value)), None) if name == CONTENT_TYPE => {
+                self.sole_content_type.extend_from_slice(value);
+                true
+            }
+            _ => false,
+        };
     }
+
+    /// Whether `prefix` is the head of a response with `status`, `Content-Type: content_type`
+    /// as its only field and a `Date` current at `loop_now_ms`.
+    fn holds(&self, status: StatusCode, content_type: &[u8], loop_now_ms: u64) -> bool {
+        self.filled
+            && self.status == status
+            && self.has_sole_content_type
+            && self.sole_content_type == content_type
+            && date_line_is_current(self.date_at, loop_now_ms)
+    }
+}
+
+/// The field name `Response::set_content_type` stores, as the head cache compares it.
+const CONTENT_TYPE: &[u8] = b"Content-Type";
+
+/// Runs `f` with the cached head up to `Content-Length: ` if it is exactly what a response
+/// with `status`, the single field `Content-Type: content_type`, and a length framing encodes
+/// to at `loop_now_ms` (`respond()` on an untouched response); `None` otherwise. The value
+/// is compared with one the cache took from a response that passed field validation, so a
+/// match needs no validation of its own. `f` finishes the response with [`push_whole_response`].
+pub(crate) fn with_cached_head<R>(
+    status: StatusCode,
+    content_type: &[u8],
+    loop_now_ms: u64,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Option<R> {
+    HEAD_CACHE.with(|cache| {
+        let cache = cache.borrow();
+        cache
+            .holds(status, content_type, loop_now_ms)
+            .then(|| f(&cache.prefix))
+    })
+}
+
+/// Appends a whole keep-alive HTTP/1.1 response of known length: `prefix` from
+/// [`with_cached_head`], the length, the end of the head and `body`, with one reservation.
+pub(crate) fn push_whole_response(out: &mut Vec<u8>, prefix: &[u8], body: &[u8]) {
+    let mut digits = [0u8; 20];
+    let start = write_digits(body.len() as u64, &mut digits);
+    out.reserve(prefix.len() + (20 - start) + 4 + body.len());
+    out.extend_from_slice(prefix);
+    out.extend_from_slice(&digits[start..]);
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(body);
 }
 
 /// Appends the response head: status line, the application's fields, `Date` unless the

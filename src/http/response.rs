@@ -80,10 +80,35 @@ impl Response {
         self
     }
 
-    /// Sets `Content-Type`.
+    /// Sets `Content-Type`. CR, LF and NUL are removed (as from a reason phrase), so a value
+    /// that came from elsewhere cannot break the head.
     pub fn set_content_type(&mut self, content_type: &str) -> &mut Self {
-        self.headers.set("Content-Type", content_type);
+        if content_type.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+            let clean: String = content_type
+                .chars()
+                .filter(|c| !matches!(c, '\r' | '\n' | '\0'))
+                .collect();
+            self.headers.set("Content-Type", &clean);
+        } else {
+            self.headers.set("Content-Type", content_type);
+        }
         self
+    }
+
+    /// Sets `Content-Type` to a value known to hold no CR, LF or NUL (one the head cache
+    /// matched), skipping the check `set_content_type` makes.
+    pub(crate) fn set_clean_content_type(&mut self, content_type: &str) {
+        self.headers.set("Content-Type", content_type);
+    }
+
+    /// True while nothing but the status was set since `new()` or `reset()`: `respond()` may
+    /// then describe the whole response itself.
+    pub(crate) fn is_untouched(&self) -> bool {
+        self.headers.is_empty()
+            && self.reason.is_none()
+            && self.content_length.is_none()
+            && !self.chunked
+            && self.keep_alive.is_none()
     }
 
     /// Sets `Content-Length`: the body will be exactly this many bytes, and the response is
@@ -230,5 +255,8 @@ mod tests {
         assert!(r.set("X-A", "fine"));
         r.set_reason("Custom\r\nInjected");
         assert_eq!(r.reason(), "CustomInjected");
+        // respond() passes its content type here: it cannot inject a field either.
+        r.set_content_type("text/plain\r\nSet-Cookie: x=1");
+        assert_eq!(r.get("content-type"), Some("text/plainSet-Cookie: x=1"));
     }
 }

@@ -18,7 +18,8 @@ use std::rc::{Rc, Weak};
 
 use super::conn::ConnCore;
 use super::encode::{
-    chunk_size_line, encode_head, ConnectionHeader, Framing, CONTINUE_HEAD, LAST_CHUNK,
+    chunk_size_line, encode_head, push_whole_response, with_cached_head, ConnectionHeader, Framing,
+    CONTINUE_HEAD, LAST_CHUNK,
 };
 use super::headers::Headers;
 use super::method::Method;
@@ -115,6 +116,12 @@ struct Output {
     /// Output produced while an earlier response is still being written.
     buffered: Option<VecDeque<OwnedBuf>>,
     buffered_bytes: usize,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Responses `respond_direct` wrote on this thread, so tests can tell which path ran.
+    pub(crate) static DIRECT_RESPONSES: Cell<u32> = const { Cell::new(0) };
 }
 
 /// One request and its response. See the module docs.
@@ -746,6 +753,9 @@ impl ServerConnection {
         if self.headers_sent.get() {
             return Err(SendError::HeadersAlreadySent);
         }
+        if self.respond_direct(&core, status, content_type, body) {
+            return Ok(());
+        }
         {
             let mut r = self.response.borrow_mut();
             r.set_status(status);
@@ -770,6 +780,70 @@ impl ServerConnection {
         self.responding.set(false);
         core.socket_uncork_if(corked);
         result
+    }
+
+    /// `respond()` in the case that dominates busy servers, without the general path's
+    /// decisions: this response is first in line, the request was read whole, it is an
+    /// HTTP/1.1 keep-alive request other than HEAD, the application set nothing on the
+    /// response, the body is small, and the per-thread head cache holds the head. Every one of
+    /// those facts settles a decision `send_head_on` would make (framing by length, no
+    /// `Connection` field, no `100 Continue`, the body inline), so the bytes are the ones the
+    /// general path writes, and the response is left in the same state. Returns false, having
+    /// done nothing, when any fact does not hold.
+    fn respond_direct(
+        &self,
+        core: &ConnCore,
+        status: StatusCode,
+        content_type: &str,
+        body: &[u8],
+    ) -> bool {
+        if !self.is_head.get()
+            || !self.request_complete.get()
+            || self.close_after.get()
+            || body.len() > INLINE_BODY_MAX
+            || !status.allows_body()
+        {
+            return false;
+        }
+        {
+            let req = self.request.borrow();
+            if req.version() != Version::Http11 || req.method() == Method::Head || !req.keep_alive()
+            {
+                return false;
+            }
+        }
+        if !self.response.borrow().is_untouched() || core.closes_after(self) {
+            return false;
+        }
+        let now = core.now();
+        let len = body.len() as u64;
+        // Nagle goes off before the first byte of a keep-alive response (see `nagle_off_for`).
+        core.nagle_off_for(Framing::Length(len), ConnectionHeader::Omit);
+        let corked = core.socket_cork();
+        let written = with_cached_head(status, content_type.as_bytes(), now, |prefix| {
+            core.write_with(&mut |out| push_whole_response(out, prefix, body));
+        });
+        if written.is_none() {
+            core.socket_uncork_if(corked);
+            return false;
+        }
+        {
+            let mut r = self.response.borrow_mut();
+            r.set_status(status);
+            r.set_clean_content_type(content_type);
+            r.set_content_length(len);
+        }
+        self.headers_sent.set(true);
+        {
+            let mut o = self.output.borrow_mut();
+            o.framing = Some(Framing::Length(len));
+            o.sent = len;
+        }
+        self.finish(core);
+        core.socket_uncork_if(corked);
+        #[cfg(test)]
+        DIRECT_RESPONSES.with(|n| n.set(n.get() + 1));
+        true
     }
 
     /// icey's `close()`: finishes this response (what was written is flushed, never
