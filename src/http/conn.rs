@@ -1451,10 +1451,15 @@ mod tests {
                 keep.borrow_mut().push(conn);
                 return;
             }
-            conn.respond(StatusCode::OK, "text/plain", b"hi").unwrap();
+            let body: &[u8] = if conn.request().path() == "/long" {
+                b"hello"
+            } else {
+                b"hi"
+            };
+            conn.respond(StatusCode::OK, "text/plain", body).unwrap();
             // Whichever path wrote it, the response reads the same afterwards.
             conn.response().with(|r| {
-                assert_eq!(r.content_length(), Some(2));
+                assert_eq!(r.content_length(), Some(body.len() as u64));
                 let ct = r.get("content-type").unwrap_or("none");
                 log.borrow_mut()
                     .push(format!("{} {ct}", r.status().as_u16()));
@@ -1474,14 +1479,24 @@ mod tests {
             "the head cache is warm: the direct path ran"
         );
         assert_eq!(conn.take_output(), first);
+        // Another length: the cached whole head is made again for it, and back.
+        conn.feed(b"GET /long HTTP/1.1\r\nHost: t\r\n\r\n");
+        conn.feed(get);
+        assert_eq!(direct(), before + 3);
+        let long_then_short = String::from_utf8(conn.take_output()).unwrap();
+        let first_text = String::from_utf8(first.clone()).unwrap();
+        assert_eq!(
+            long_then_short,
+            first_text.replace("Length: 2\r\n\r\nhi", "Length: 5\r\n\r\nhello") + &first_text
+        );
 
         // Second in line: buffered behind /later, so the general path writes it.
         conn.feed(b"GET /later HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n");
-        assert_eq!(direct(), before + 1);
+        assert_eq!(direct(), before + 3);
         let later = held.borrow_mut().pop().unwrap();
         later.respond(StatusCode::OK, "text/plain", b"hi").unwrap();
         drop(later);
-        assert_eq!(direct(), before + 2, "/later was first in line");
+        assert_eq!(direct(), before + 4, "/later was first in line");
         let both = conn.take_output();
         assert_eq!(both, [first.clone(), first.clone()].concat());
 
@@ -1489,14 +1504,14 @@ mod tests {
         // protocol requires.
         conn.feed(b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\n");
         conn.feed(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
-        assert_eq!(direct(), before + 2);
+        assert_eq!(direct(), before + 4);
         let rest = String::from_utf8(conn.take_output()).unwrap();
         assert!(
             rest.contains("Content-Length: 2\r\n\r\nHTTP/1.1 200 OK"),
             "{rest}"
         );
         assert!(rest.ends_with("Connection: keep-alive\r\n\r\nhi"), "{rest}");
-        assert_eq!(*seen.borrow(), vec!["200 text/plain"; 5]);
+        assert_eq!(*seen.borrow(), vec!["200 text/plain"; 7]);
         drop(conn);
         drop(srv);
         lp.close().unwrap();

@@ -50,6 +50,10 @@ struct HeadCache {
     /// from the value alone. (A flag and a kept buffer: refills never allocate.)
     has_sole_content_type: bool,
     sole_content_type: Vec<u8>,
+    /// `prefix` completed for a body of `whole_len` bytes (length, blank line): a server
+    /// that answers with same-sized bodies copies its whole head in one piece.
+    whole_len: Option<u64>,
+    whole: Vec<u8>,
 }
 
 thread_local! {
@@ -62,6 +66,8 @@ thread_local! {
             prefix: Vec::new(),
             has_sole_content_type: false,
             sole_content_type: Vec::new(),
+            whole_len: None,
+            whole: Vec::new(),
         })
     };
 }
@@ -88,6 +94,7 @@ impl HeadCache {
         self.date_at = date_at;
         self.prefix.clear();
         self.prefix.extend_from_slice(prefix);
+        self.whole_len = None;
         let mut fields = response.headers().iter_bytes();
         self.sole_content_type.clear();
         self.has_sole_content_type = match (fields.next(), fields.next()) {
@@ -113,35 +120,32 @@ impl HeadCache {
 /// The field name `Response::set_content_type` stores, as the head cache compares it.
 const CONTENT_TYPE: &[u8] = b"Content-Type";
 
-/// Runs `f` with the cached head up to `Content-Length: ` if it is exactly what a response
-/// with `status`, the single field `Content-Type: content_type`, and a length framing encodes
-/// to at `loop_now_ms` (`respond()` on an untouched response); `None` otherwise. The value
-/// is compared with one the cache took from a response that passed field validation, so a
-/// match needs no validation of its own. `f` finishes the response with [`push_whole_response`].
-pub(crate) fn with_cached_head<R>(
+/// Runs `f` with the whole head of a keep-alive HTTP/1.1 response with `status`, the single
+/// field `Content-Type: content_type` and a body of `body_len` bytes, if the per-thread head
+/// cache holds it for `loop_now_ms` (`respond()` on an untouched response); `None`
+/// otherwise. The value is compared with one the cache took from a response that passed
+/// field validation, so a match needs no validation of its own.
+pub(crate) fn with_cached_whole_head<R>(
     status: StatusCode,
     content_type: &[u8],
+    body_len: u64,
     loop_now_ms: u64,
     f: impl FnOnce(&[u8]) -> R,
 ) -> Option<R> {
     HEAD_CACHE.with(|cache| {
-        let cache = cache.borrow();
-        cache
-            .holds(status, content_type, loop_now_ms)
-            .then(|| f(&cache.prefix))
+        let mut cache = cache.borrow_mut();
+        if !cache.holds(status, content_type, loop_now_ms) {
+            return None;
+        }
+        if cache.whole_len != Some(body_len) {
+            let cache = &mut *cache;
+            cache.whole.clear();
+            cache.whole.extend_from_slice(&cache.prefix);
+            push_length_tail(&mut cache.whole, body_len, ConnectionHeader::Omit);
+            cache.whole_len = Some(body_len);
+        }
+        Some(f(&cache.whole))
     })
-}
-
-/// Appends a whole keep-alive HTTP/1.1 response of known length: `prefix` from
-/// [`with_cached_head`], the length, the end of the head and `body`, with one reservation.
-pub(crate) fn push_whole_response(out: &mut Vec<u8>, prefix: &[u8], body: &[u8]) {
-    let mut digits = [0u8; 20];
-    let start = write_digits(body.len() as u64, &mut digits);
-    out.reserve(prefix.len() + (20 - start) + 4 + body.len());
-    out.extend_from_slice(prefix);
-    out.extend_from_slice(&digits[start..]);
-    out.extend_from_slice(b"\r\n\r\n");
-    out.extend_from_slice(body);
 }
 
 /// Appends the response head: status line, the application's fields, `Date` unless the

@@ -18,8 +18,8 @@ use std::rc::{Rc, Weak};
 
 use super::conn::ConnCore;
 use super::encode::{
-    chunk_size_line, encode_head, push_whole_response, with_cached_head, ConnectionHeader, Framing,
-    CONTINUE_HEAD, LAST_CHUNK,
+    chunk_size_line, encode_head, with_cached_whole_head, ConnectionHeader, Framing, CONTINUE_HEAD,
+    LAST_CHUNK,
 };
 use super::headers::Headers;
 use super::method::Method;
@@ -820,8 +820,12 @@ impl ServerConnection {
         // Nagle goes off before the first byte of a keep-alive response (see `nagle_off_for`).
         core.nagle_off_for(Framing::Length(len), ConnectionHeader::Omit);
         let corked = core.socket_cork();
-        let written = with_cached_head(status, content_type.as_bytes(), now, |prefix| {
-            core.write_with(&mut |out| push_whole_response(out, prefix, body));
+        let written = with_cached_whole_head(status, content_type.as_bytes(), len, now, |head| {
+            core.write_with(&mut |out| {
+                out.reserve(head.len() + body.len());
+                out.extend_from_slice(head);
+                out.extend_from_slice(body);
+            });
         });
         if written.is_none() {
             core.socket_uncork_if(corked);
@@ -1047,7 +1051,11 @@ impl ServerConnection {
 
     /// Calls the responder (if any) with this connection; the responder is taken out while
     /// it runs so that it may call back into this object.
+    #[inline]
     pub(crate) fn with_responder(&self, f: impl FnOnce(&mut dyn ServerResponder, &Self)) {
+        if matches!(self.responder.try_borrow().as_deref(), Ok(None)) {
+            return;
+        }
         let taken = self.responder.borrow_mut().take();
         if let Some(mut r) = taken {
             f(&mut *r, self);
