@@ -179,6 +179,9 @@ pub struct HeadParser {
     start_line_done: bool,
     /// Field lines seen so far (not counting obs-fold continuations).
     field_lines: usize,
+    /// The last valid Host value of a request head this parser read. Not part of a head's
+    /// state: kept across heads and resets, since it only makes later heads cheaper.
+    host_memo: HostMemo,
 }
 
 impl HeadParser {
@@ -189,7 +192,11 @@ impl HeadParser {
 
     /// Forgets any partial head.
     pub fn reset(&mut self) {
-        *self = HeadParser::default();
+        self.scanned = 0;
+        self.line_start = 0;
+        self.start_line = None;
+        self.start_line_done = false;
+        self.field_lines = 0;
     }
 
     /// Parses a request head from `buf`, which holds the bytes received so
@@ -213,10 +220,25 @@ impl HeadParser {
     ) -> Result<Option<(usize, BodyKind)>, HttpError> {
         let max_fields = limits.max_headers.min(MAX_HEADERS_CAP);
         if self.scanned == 0 {
-            if let Some(done) = parse_clean_request_head(buf, limits, max_fields, req) {
+            let memo = &mut self.host_memo;
+            if let Some(done) = parse_clean_request_head(buf, limits, max_fields, memo, req) {
                 return done.map(Some);
             }
         }
+        self.parse_request_in_steps(buf, limits, max_fields, req)
+    }
+
+    /// The general way of [`parse_request`](HeadParser::parse_request): scan what is new,
+    /// then httparse once the head is complete. Kept out of line so that the fast path's
+    /// function stays small.
+    #[inline(never)]
+    fn parse_request_in_steps(
+        &mut self,
+        buf: &[u8],
+        limits: &HeadLimits,
+        max_fields: usize,
+        req: &mut Request,
+    ) -> Result<Option<(usize, BodyKind)>, HttpError> {
         let head_len = match self.scan(buf, limits, max_fields, false) {
             Ok(Some(len)) => len,
             Ok(None) => return Ok(None),
@@ -353,13 +375,13 @@ type HeaderSlots<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS_CAP];
 
 /// Token bytes (RFC 9110 tchar): methods and field names.
 const CLASS_TCHAR: u8 = 1;
-/// Request-target bytes taken without a second look: `0x21..=0x7E` except '?' (where the
-/// query starts) and '#' (a fragment: an error the fallback words).
+/// Request-target bytes the fast path takes: `0x21..=0x7E` except '#' (a fragment: an error
+/// the fallback words).
 const CLASS_TARGET: u8 = 2;
-/// [`CLASS_TARGET`] plus '?': the bytes of a query, whose later '?'s are ordinary.
-const CLASS_QUERY: u8 = 4;
 /// Bytes a `Host` value may hold (see [`is_host_value`]).
-const CLASS_HOST: u8 = 8;
+const CLASS_HOST: u8 = 4;
+/// Every byte but '?': a target all of whose bytes are in it has no query.
+const CLASS_NOT_QUERY: u8 = 8;
 
 /// The classes of every byte value, built once at compile time.
 static CLASS: [u8; 256] = {
@@ -372,13 +394,13 @@ static CLASS: [u8; 256] = {
             class |= CLASS_TCHAR;
         }
         if c >= 0x21 && c <= 0x7e && c != b'#' {
-            class |= CLASS_QUERY;
-            if c != b'?' {
-                class |= CLASS_TARGET;
-            }
+            class |= CLASS_TARGET;
         }
         if is_host_byte(c) {
             class |= CLASS_HOST;
+        }
+        if c != b'?' {
+            class |= CLASS_NOT_QUERY;
         }
         table[b] = class;
         b += 1;
@@ -401,42 +423,47 @@ fn is(class: u8, b: u8) -> bool {
 /// lines first, bare CR or LF, obs-fold, whitespace before a colon, a control byte, a limit
 /// reached, a target form the method may not use) is `None`, "not sure": the scanner and
 /// httparse then decide and word the error. `req` is left cleared when this declines after
-/// touching it.
+/// touching it. `memo` is the parser's remembered Host value (see [`HostMemo`]).
+///
+/// Inlined into [`HeadParser::parse_request`]: one function entry fewer per request.
+#[inline(always)]
 fn parse_clean_request_head(
     buf: &[u8],
     limits: &HeadLimits,
     max_fields: usize,
+    memo: &mut HostMemo,
     req: &mut Request,
 ) -> Option<Result<(usize, BodyKind), HttpError>> {
     // A head ending within the limit ends inside this window (as for the scanner).
     let window = &buf[..buf.len().min(limits.max_head_size)];
 
-    // Method: 1*tchar SP; GET, by far the most common, in one comparison.
+    // Method: 1*tchar SP; GET, by far the most common, in one comparison. Otherwise the token
+    // is what precedes the first SP and must be all tchar: SP is not a tchar, so that is the
+    // same as "the first byte that is not a tchar is SP", checked a word at a time.
     let (method, method_end) = if window.starts_with(b"GET ") {
         (Method::Get, 3)
     } else {
-        let end = window.iter().position(|&b| !is(CLASS_TCHAR, b))?;
-        if end == 0 || window[end] != b' ' {
+        let end = find_byte(window, b' ')?;
+        if classes_of(&window[..end]) & CLASS_TCHAR == 0 {
             return None;
         }
         (Method::from_bytes(&window[..end]), end)
     };
 
-    // Target: 1*(visible ASCII but '#') SP, noting where the query starts on the way.
+    // Target: 1*(visible ASCII but '#') SP, found the same way; its first '?' starts the
+    // query (later ones are query bytes), and the same lookups say whether there is one.
     let rest = &window[method_end + 1..];
-    let mut target_len = rest.iter().position(|&b| !is(CLASS_TARGET, b))?;
-    let mut query_at = None;
-    if rest[target_len] == b'?' {
-        query_at = Some(target_len);
-        target_len += 1;
-        target_len += rest[target_len..]
-            .iter()
-            .position(|&b| !is(CLASS_QUERY, b))?;
-    }
-    if target_len == 0 || rest[target_len] != b' ' {
+    let target_len = find_byte(rest, b' ')?;
+    let target_bytes = &rest[..target_len];
+    let classes = classes_of(target_bytes);
+    if classes & CLASS_TARGET == 0 {
         return None;
     }
-    let target_bytes = &rest[..target_len];
+    let query_at = if classes & CLASS_NOT_QUERY != 0 {
+        None
+    } else {
+        find_byte(target_bytes, b'?')
+    };
 
     // Version and the line's CRLF: one word and two bytes.
     let version = rest.get(target_len + 1..target_len + 11)?;
@@ -475,7 +502,7 @@ fn parse_clean_request_head(
     // checks it. A target form the method may not use is an error the fallback reports, with
     // the request in the state it leaves it in.
     let check_form = parts.form != TargetForm::Origin || method == Method::Connect;
-    req.clear();
+    // This also empties the previous request's fields and summary.
     req.set_parsed_line(method, &window[..method_end], target_bytes, parts, version);
     if check_form && check_target_form(req).is_err() {
         req.clear();
@@ -483,7 +510,7 @@ fn parse_clean_request_head(
     }
 
     let fields_start = line_len + 2;
-    match parse_clean_fields(&window[fields_start..], max_fields, version, req) {
+    match parse_clean_fields(&window[fields_start..], max_fields, version, memo, req) {
         Some(done) => Some(done.map(|(len, kind)| (fields_start + len, kind))),
         None => {
             req.clear();
@@ -499,11 +526,15 @@ const HTTP_1_0: u64 = u64::from_le_bytes(*b"HTTP/1.0");
 /// The field lines and the final CRLF of [`parse_clean_request_head`] (`fields` starts after
 /// the request-line): each field is recorded and its framing noted as it passes, so the head
 /// is read once, and the fields are copied into the request in one piece at the end. Returns
-/// the length of the field section with its final CRLF.
+/// the length of the field section with its final CRLF. Kept out of line: inlined into
+/// `parse_request`, the loop's values no longer fit in registers and each field costs more
+/// than the call saves.
+#[inline(never)]
 fn parse_clean_fields(
     fields: &[u8],
     max_fields: usize,
     version: Version,
+    memo: &mut HostMemo,
     req: &mut Request,
 ) -> Option<Result<(usize, BodyKind), HttpError>> {
     let mut framing = Framing::default();
@@ -511,31 +542,38 @@ fn parse_clean_fields(
     let mut count = 0;
     let mut i = 0;
     loop {
-        // Field name: 1*tchar ":"; a line that starts otherwise is the end of the head (CRLF)
-        // or something for the fallback (obs-fold, a bare LF, an empty name...).
         let line = fields.get(i..)?;
-        let name_len = line.iter().position(|&b| !is(CLASS_TCHAR, b))?;
-        if name_len == 0 {
-            if line[0] == b'\r' && *line.get(1)? == b'\n' {
+        // A line that starts with CR is the end of the head (CRLF) or a bare CR.
+        if *line.first()? == b'\r' {
+            if line.get(1) == Some(&b'\n') {
                 break;
             }
             return None;
         }
-        if line[name_len] != b':' {
+        // Field name: 1*tchar ":". The name is what precedes the first ':' and must be all
+        // tchar; ':' is not a tchar, so that is "the first byte that is not a tchar is ':'".
+        // A line that starts otherwise (obs-fold, a bare LF, an empty name...) is for the
+        // fallback.
+        let name_len = find_byte(line, b':')?;
+        if classes_of(&line[..name_len]) & CLASS_TCHAR == 0 {
             return None;
         }
         count += 1;
         if count > max_fields {
             return None;
         }
-        let name = &line[..name_len];
-        let field = FieldName::of_token(name);
+        let field = FieldName::of_token(&line[..name_len]);
 
-        // Leading OWS is not part of the value (httparse skips it too).
+        // Leading OWS is not part of the value (httparse skips it too). A line that ends in
+        // it is incomplete, which the searches below find.
         let mut value_start = name_len + 1;
-        value_start += line[value_start..]
-            .iter()
-            .position(|&b| b != b' ' && b != b'\t')?;
+        // Usually a single SP: one comparison, then the loop's first test ends it.
+        if line.get(value_start) == Some(&b' ') {
+            value_start += 1;
+        }
+        while matches!(line.get(value_start), Some(b' ' | b'\t')) {
+            value_start += 1;
+        }
         let mut value_end = value_start;
         let mut host_checked = false;
         if field == FieldName::Host {
@@ -543,29 +581,31 @@ fn parse_clean_fields(
             // is validated for both at once; anything else takes the general path below.
             // A client sends the same Host on every request, so the last value that passed
             // is remembered and a repeat is recognised by one comparison.
-            if let Some(len) = LAST_HOST.with(|memo| memo.borrow().matches(&line[value_end..])) {
+            if let Some(len) = memo.matches(line, value_start) {
                 value_end += len;
                 host_checked = true;
             } else {
                 value_end += line[value_end..].iter().position(|&b| !is(CLASS_HOST, b))?;
                 host_checked = line[value_end] == b'\r';
                 if host_checked {
-                    LAST_HOST
-                        .with(|memo| memo.borrow_mut().remember(&line[value_start..value_end]));
+                    memo.remember(&line[value_start..value_end]);
                 }
             }
         }
-        if line[value_end] != b'\r' {
+        if line.get(value_end) != Some(&b'\r') {
             value_end = value_end_in(line, value_end)?;
         }
         // The line must end here with CRLF (not a bare CR, LF, or another control byte).
-        if line[value_end] != b'\r' || *line.get(value_end + 1)? != b'\n' {
+        if line.get(value_end..value_end + 2) != Some(b"\r\n") {
             return None;
         }
         let line_end = value_end + 2;
-        // Trailing OWS is not part of the value either.
-        while value_end > value_start && matches!(line[value_end - 1], b' ' | b'\t') {
-            value_end -= 1;
+        // Trailing OWS is not part of the value either. The byte before the CR is the
+        // colon's or a value's: the loop runs only when it is whitespace, which is rare.
+        if matches!(line[value_end - 1], b' ' | b'\t') {
+            while value_end > value_start && matches!(line[value_end - 1], b' ' | b'\t') {
+                value_end -= 1;
+            }
         }
         block.push(i..i + name_len, i + value_start..i + value_end);
         match field {
@@ -576,30 +616,132 @@ fn parse_clean_fields(
         i += line_end;
     }
     block.finish(&fields[..i]);
-    Some(finish_request(framing, version, req).map(|kind| (i + 2, kind)))
+    let kind = if framing.host_fields == 1
+        && !framing.host_invalid
+        && !framing.content_length_seen
+        && !framing.transfer_encoding_seen
+    {
+        // One valid Host and no body announced, as most requests are: exactly what
+        // `finish_request` decides and records for this, without its other questions.
+        req.set_summary(Summary {
+            content_length: None,
+            chunked: false,
+            conn_close: framing.conn_close,
+            conn_keep_alive: framing.conn_keep_alive,
+            conn_upgrade: framing.conn_upgrade,
+            upgrade_field: framing.upgrade_field,
+            expect_continue: framing.expect_continue,
+        });
+        BodyKind::None
+    } else {
+        match finish_request(framing, version, req) {
+            Ok(kind) => kind,
+            Err(e) => return Some(Err(e)),
+        }
+    };
+    Some(Ok((i + 2, kind)))
 }
 
-/// The last Host value on this thread that was made of Host bytes alone (see
-/// `parse_clean_fields`). Values longer than the memo are simply not remembered.
+/// Index of the first `byte` in `hay`, eight bytes at a time (see [`find_line_break`]).
+#[inline(always)]
+fn find_byte(hay: &[u8], byte: u8) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let pattern = LO * u64::from(byte);
+    let mut chunks = hay.chunks_exact(8);
+    let mut base = 0;
+    for chunk in &mut chunks {
+        let x = u64::from_le_bytes(chunk.try_into().expect("8 bytes")) ^ pattern;
+        let marks = x.wrapping_sub(LO) & !x & HI;
+        if marks != 0 {
+            return Some(base + (marks.trailing_zeros() / 8) as usize);
+        }
+        base += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == byte)
+        .map(|p| base + p)
+}
+
+/// The classes every byte of `s` is in (see [`CLASS`]); none for an empty `s`. The table
+/// lookups are combined and tested by the caller once, instead of a test and a branch per
+/// byte: names and targets are mostly valid. Fewer than eight bytes are looked up as two
+/// overlapping fours, or three single bytes.
+#[inline(always)]
+fn classes_of(s: &[u8]) -> u8 {
+    let n = s.len();
+    match n {
+        0 => 0,
+        1..=3 => class_of(s[0]) & class_of(s[n / 2]) & class_of(s[n - 1]),
+        4..=7 => {
+            let head: &[u8; 4] = s[..4].try_into().expect("4 bytes");
+            let tail: &[u8; 4] = s[n - 4..].try_into().expect("4 bytes");
+            classes_of_4(head) & classes_of_4(tail)
+        }
+        _ => {
+            // The last eight (overlapping the others), then the rest eight at a time.
+            let mut found = classes_of_8(s[n - 8..].try_into().expect("8 bytes"));
+            let mut at = 0;
+            while at + 8 < n {
+                found &= classes_of_8(s[at..at + 8].try_into().expect("8 bytes"));
+                at += 8;
+            }
+            found
+        }
+    }
+}
+
+/// The class byte of `b` (see [`CLASS`]).
+#[inline(always)]
+fn class_of(b: u8) -> u8 {
+    CLASS[usize::from(b)]
+}
+
+/// [`classes_of`] four bytes.
+#[inline(always)]
+fn classes_of_4(s: &[u8; 4]) -> u8 {
+    class_of(s[0]) & class_of(s[1]) & class_of(s[2]) & class_of(s[3])
+}
+
+/// [`classes_of`] eight bytes.
+#[inline(always)]
+fn classes_of_8(s: &[u8; 8]) -> u8 {
+    let (a, b) = s.split_at(4);
+    classes_of_4(a.try_into().expect("4 bytes")) & classes_of_4(b.try_into().expect("4 bytes"))
+}
+
+/// The last Host value a [`HeadParser`] found made of Host bytes alone (see
+/// `parse_clean_fields`). A client sends the same Host on every request, so a repeat is
+/// recognised by a few word comparisons instead of a table lookup per byte; kept in the
+/// parser, which lives as long as its connection's requests, so no thread-local lookup is
+/// needed to reach it. Values longer than the memo are simply not remembered.
+#[derive(Debug, Clone)]
 struct HostMemo {
+    /// Length of the value; 0 when nothing is remembered.
     len: usize,
     bytes: [u8; HOST_MEMO_MAX],
 }
 
 const HOST_MEMO_MAX: usize = 64;
 
-thread_local! {
-    static LAST_HOST: std::cell::RefCell<HostMemo> = const {
-        std::cell::RefCell::new(HostMemo { len: 0, bytes: [0; HOST_MEMO_MAX] })
-    };
+impl Default for HostMemo {
+    fn default() -> Self {
+        HostMemo {
+            len: 0,
+            bytes: [0; HOST_MEMO_MAX],
+        }
+    }
 }
 
 impl HostMemo {
-    /// The remembered value's length if `rest` starts with it and its CR follows.
-    #[inline]
-    fn matches(&self, rest: &[u8]) -> Option<usize> {
+    /// The remembered value's length if `line[at..]` starts with it and its CR follows.
+    #[inline(always)]
+    fn matches(&self, line: &[u8], at: usize) -> Option<usize> {
         let len = self.len;
-        (len > 0 && rest.get(len) == Some(&b'\r') && rest[..len] == self.bytes[..len])
+        let value = line.get(at..at + len + 1)?;
+        (len > 0 && value[len] == b'\r' && same_bytes(&value[..len], &self.bytes[..len]))
             .then_some(len)
     }
 
@@ -611,10 +753,39 @@ impl HostMemo {
     }
 }
 
+/// `a == b` for two slices of the same non-zero length, a word at a time and inline: a Host
+/// value is some 10-20 bytes, for which a call to the C library's `memcmp` costs more than
+/// the comparison.
+#[inline(always)]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    debug_assert!(n == b.len() && n > 0);
+    if n >= 8 {
+        let word =
+            |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8 bytes"));
+        let mut at = 0;
+        while at + 8 < n {
+            if word(a, at) != word(b, at) {
+                return false;
+            }
+            at += 8;
+        }
+        word(a, n - 8) == word(b, n - 8)
+    } else if n >= 4 {
+        let word =
+            |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().expect("4 bytes"));
+        word(a, 0) == word(b, 0) && word(a, n - 4) == word(b, n - 4)
+    } else {
+        a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1]
+    }
+}
+
 /// Index of the first byte at or after `i` in `line` that cannot be in a field value (a
 /// control byte other than HTAB, or DEL; normally the line's CR), or `None` when `line` ends
-/// first. Eight bytes at a time: values such as `User-Agent` or `Cookie` are long.
-#[inline]
+/// first. Eight bytes at a time: values such as `User-Agent` or `Cookie` are long. Inlined
+/// into its one caller, the fast path's field loop, where a call would cost more than a
+/// short value's scan.
+#[inline(always)]
 fn value_end_in(line: &[u8], mut i: usize) -> Option<usize> {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
@@ -1119,6 +1290,16 @@ impl Framing {
         match field {
             FieldName::Host => self.feed_host(is_host_value(value)),
             FieldName::ContentLength => self.feed_content_length(value),
+            // The usual values, a single token, without taking the list apart. Setting bit
+            // 0x20 folds the case of letters; '-' is the one other byte, checked as it is.
+            FieldName::Connection
+                if value.len() == 10 && folded_eq(value, b"keep-alive") && value[4] == b'-' =>
+            {
+                self.conn_keep_alive = true;
+            }
+            FieldName::Connection if value.len() == 5 && folded_eq(value, b"close") => {
+                self.conn_close = true;
+            }
             FieldName::Connection => {
                 for token in list_elements(value) {
                     if token.eq_ignore_ascii_case(b"close") {
@@ -1304,7 +1485,9 @@ impl FieldName {
     /// [`of`](FieldName::of) for a name known to be a token, compared a word at a time.
     /// Setting bit 0x20 lowercases a letter; among token bytes only the two cases of a letter
     /// become that lowercase letter and only '-' becomes '-' (its other preimage, CR, is not
-    /// a token byte), so for tokens this equals the case-insensitive comparison.
+    /// a token byte), so for tokens this equals the case-insensitive comparison. Inlined:
+    /// it runs for every field of every request.
+    #[inline(always)]
     fn of_token(name: &[u8]) -> FieldName {
         debug_assert!(is_token(name));
         match name.len() {
@@ -1379,6 +1562,24 @@ mod tests {
         HeadParser::new().parse_request(text, &limits(), &mut req)
     }
 
+    thread_local! {
+        /// The Host memo of the fast path's direct calls: one per test thread, so that it
+        /// remembers across cases as a parser does across requests.
+        static MEMO: std::cell::RefCell<HostMemo> = std::cell::RefCell::new(HostMemo::default());
+    }
+
+    /// The fast path alone, with the thread's Host memo.
+    fn fast_parse(
+        buf: &[u8],
+        limits: &HeadLimits,
+        max_fields: usize,
+        req: &mut Request,
+    ) -> Option<Result<(usize, BodyKind), HttpError>> {
+        MEMO.with(|memo| {
+            parse_clean_request_head(buf, limits, max_fields, &mut memo.borrow_mut(), req)
+        })
+    }
+
     fn parse_ok(text: &[u8]) -> (Request, usize, BodyKind) {
         let mut req = Request::new();
         match HeadParser::new().parse_request(text, &limits(), &mut req) {
@@ -1391,26 +1592,92 @@ mod tests {
     /// continued values are judged afresh.
     #[test]
     fn a_remembered_host_only_matches_itself() {
-        let (req, _, _) = parse_ok(b"GET / HTTP/1.1\r\nHost: a.example:80\r\n\r\n");
-        assert_eq!(req.headers().get("host"), Some("a.example:80"));
-        let (req, _, _) = parse_ok(b"GET / HTTP/1.1\r\nHost: a.example:80\r\n\r\n");
-        assert_eq!(req.headers().get("host"), Some("a.example:80"));
-        assert_eq!(
-            status_of(b"GET / HTTP/1.1\r\nHost: a.example:80/x\r\n\r\n"),
-            400
-        );
-        assert_eq!(
-            status_of(b"GET / HTTP/1.1\r\nHost: a.example:80 x\r\n\r\n"),
-            400
-        );
-        let (req, _, _) = parse_ok(b"GET / HTTP/1.1\r\nHost: a.example:8\r\n\r\n");
-        assert_eq!(req.headers().get("host"), Some("a.example:8"));
-        let (req, _, _) = parse_ok(b"GET / HTTP/1.1\r\nHost: a.example:80 \r\n\r\n");
-        assert_eq!(req.headers().get("host"), Some("a.example:80"));
-        assert_eq!(
-            status_of(b"GET / HTTP/1.1\r\nHost: a.example:8\x01\r\n\r\n"),
-            400
-        );
+        // One parser throughout, as a connection's requests see it; values of each length
+        // class the word comparison treats apart (1-3, 4-7, 8, over 8, over 16 bytes).
+        let mut parser = HeadParser::new();
+        let mut parse_with = |text: &[u8]| {
+            let mut req = Request::new();
+            let done = parser.parse_request(text, &limits(), &mut req);
+            (done.map(|done| done.map(|(_, kind)| kind)), req)
+        };
+        for host in [
+            "a.example:80",
+            "h",
+            "ab",
+            "abc",
+            "abcd",
+            "a.ex:80",
+            "a.exampl",
+            "a.example.org:8080",
+        ] {
+            for _ in 0..2 {
+                let text = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+                let (done, req) = parse_with(text.as_bytes());
+                assert_eq!(done, Ok(Some(BodyKind::None)), "{host}");
+                assert_eq!(req.headers().get("host"), Some(host));
+            }
+            // The remembered value followed by more, changed at its start, middle or end,
+            // shortened: each judged afresh.
+            let mut variants = vec![
+                format!("{host}/x"),
+                format!("{host} x"),
+                format!("{host}\x01"),
+                format!("/{}", &host[1..]),
+                format!("{}/", &host[..host.len() - 1]),
+                format!(
+                    "{}/{}",
+                    &host[..host.len() / 2],
+                    &host[host.len() / 2 + 1..]
+                ),
+            ];
+            if host.len() > 1 {
+                variants.push(host[..host.len() - 1].to_string());
+            }
+            for value in variants {
+                let text = format!("GET / HTTP/1.1\r\nHost: {value}\r\n\r\n");
+                let valid = !value.contains(['/', ' ', '\x01']);
+                let (done, req) = parse_with(text.as_bytes());
+                if valid {
+                    assert_eq!(done, Ok(Some(BodyKind::None)), "{value:?}");
+                    assert_eq!(req.headers().get("host"), Some(value.as_str()));
+                } else {
+                    assert_eq!(done.map_err(|e| e.status.as_u16()), Err(400), "{value:?}");
+                }
+                // Trailing whitespace is not part of the value.
+                let text = format!("GET / HTTP/1.1\r\nHost: {host} \r\n\r\n");
+                let (done, req) = parse_with(text.as_bytes());
+                assert_eq!(done, Ok(Some(BodyKind::None)), "{host}");
+                assert_eq!(req.headers().get("host"), Some(host));
+            }
+        }
+    }
+
+    /// The shortcut for `Connection: keep-alive` and `close` decides as the list rules do,
+    /// for every single-byte change of those values (both parsers share it, so the
+    /// differential test cannot see it).
+    #[test]
+    fn connection_shortcuts_agree_with_the_list_rules() {
+        for base in [&b"keep-alive"[..], b"close", b"Keep-Alive", b"CLOSE"] {
+            for at in 0..base.len() {
+                for byte in 0..=255u8 {
+                    let mut value = base.to_vec();
+                    value[at] = byte;
+                    let mut framing = Framing::default();
+                    framing.feed(b"Connection", &value);
+                    let has =
+                        |token: &[u8]| list_elements(&value).any(|t| t.eq_ignore_ascii_case(token));
+                    assert_eq!(
+                        (
+                            framing.conn_close,
+                            framing.conn_keep_alive,
+                            framing.conn_upgrade
+                        ),
+                        (has(b"close"), has(b"keep-alive"), has(b"upgrade")),
+                        "{value:?}"
+                    );
+                }
+            }
+        }
     }
 
     fn status_of(text: &[u8]) -> u16 {
@@ -1888,7 +2155,7 @@ mod tests {
                 String::from_utf8_lossy(text)
             );
             let mut req = Request::new();
-            let direct = parse_clean_request_head(text, &limits(), MAX_HEADERS_CAP, &mut req);
+            let direct = fast_parse(text, &limits(), MAX_HEADERS_CAP, &mut req);
             assert!(
                 !matches!(direct, Some(Ok(_))),
                 "fast path accepted {text:?}"
@@ -1902,7 +2169,7 @@ mod tests {
         let mut req = Request::new();
         let limits = limits();
         // The whole-head path must accept it by itself (it hands doubtful heads to the scanner).
-        let direct = parse_clean_request_head(text, &limits, MAX_HEADERS_CAP, &mut req);
+        let direct = fast_parse(text, &limits, MAX_HEADERS_CAP, &mut req);
         assert!(matches!(direct, Some(Ok((40, _)))), "{direct:?}");
         let (req, len, _) = parse_ok(text);
         assert_eq!(len, text.len());
@@ -2443,7 +2710,7 @@ mod tests {
     fn assert_fast_path_agrees(buf: &[u8], limits: &HeadLimits, outcomes: &mut Outcomes) {
         let max_fields = limits.max_headers.min(MAX_HEADERS_CAP);
         let mut fast_req = used_request();
-        let Some(fast) = parse_clean_request_head(buf, limits, max_fields, &mut fast_req) else {
+        let Some(fast) = fast_parse(buf, limits, max_fields, &mut fast_req) else {
             outcomes.declined += 1;
             return;
         };
@@ -2691,7 +2958,7 @@ mod tests {
     /// What the fast path alone does with `text` under `limits`.
     fn fast_with(text: &[u8], limits: &HeadLimits) -> Option<Result<(usize, BodyKind), HttpError>> {
         let mut req = Request::new();
-        parse_clean_request_head(
+        fast_parse(
             text,
             limits,
             limits.max_headers.min(MAX_HEADERS_CAP),
@@ -2877,7 +3144,7 @@ mod tests {
     fn fast_path_fills_the_request_like_the_fallback() {
         let text = b"PROPFIND /dav/a%20b?x=1?y HTTP/1.0\r\nHost:h.example:8080 \t\r\nX-Obs: caf\xe9\r\nX-Empty: \t \r\nConnection: keep-alive\r\n\r\nbody";
         let mut req = used_request();
-        let done = parse_clean_request_head(text, &limits(), 100, &mut req);
+        let done = fast_parse(text, &limits(), 100, &mut req);
         assert_eq!(done, Some(Ok((text.len() - 4, BodyKind::None))));
         assert_eq!(req.method(), Method::Other);
         assert_eq!(req.method_str(), "PROPFIND");
@@ -2898,7 +3165,7 @@ mod tests {
         let text = b"GET / HTTP/1.1\r\nHost: h\r\nA:  1 \r\nB:\t2\r\nA: 3\r\n\r\n";
         let mut req = Request::new();
         assert!(matches!(fast(text), Some(Ok(_))));
-        parse_clean_request_head(text, &limits(), 100, &mut req);
+        fast_parse(text, &limits(), 100, &mut req);
         let mut want = Headers::new();
         for (n, v) in [("Host", "h"), ("A", "1"), ("B", "2"), ("A", "3")] {
             want.append(n, v);
