@@ -46,7 +46,7 @@ struct HeadCache {
     date_at: u64,
     prefix: Vec<u8>,
     /// Whether `fields` is a single `Content-Type`, as `respond()` leaves a response; its
-    /// value is then in `sole_content_type`, and [`with_cached_head`] recognises the head
+    /// value is then in `sole_content_type`, and [`with_cached_whole_head`] recognises the head
     /// from the value alone. (A flag and a kept buffer: refills never allocate.)
     has_sole_content_type: bool,
     sole_content_type: Vec<u8>,

@@ -802,6 +802,8 @@ impl ServerConnection {
             || self.close_after.get()
             || body.len() > INLINE_BODY_MAX
             || !status.allows_body()
+            // No content type means no field at all, which the cache does not stand for.
+            || content_type.is_empty()
         {
             return false;
         }
