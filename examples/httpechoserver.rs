@@ -23,7 +23,9 @@
 //! loop listens, `UV_TCP_REUSEPORT`) or `--accept handoff` (one acceptor thread hands
 //! connections to the loops; works where the OS has no SO_REUSEPORT balancing),
 //! `--defer-accept` (`ServerOptions::defer_accept`: on Linux, accept a connection only once
-//! its client sent something, like nginx's `deferred`). Prints `listening on http://HOST:PORT` once bound; SIGINT or
+//! its client sent something, like nginx's `deferred`), `--accept-batch N`
+//! (`ServerOptions::accept_batch`: most connections taken per wakeup; 1 is libuv's pace).
+//! Prints `listening on http://HOST:PORT` once bound; SIGINT or
 //! SIGTERM stops it gracefully (exit code 0). `UVHTTP_LOG=debug` shows connection logs.
 
 #[path = "support/routes.rs"]
@@ -115,6 +117,7 @@ struct Config {
     header_timeout: Option<Duration>,
     tls: Option<(String, String)>,
     defer_accept: bool,
+    accept_batch: Option<usize>,
 }
 
 impl Config {
@@ -134,6 +137,9 @@ impl Config {
             header_timeout: ms("header-timeout-ms"),
             tls: args.value("tls-cert").zip(args.value("tls-key")),
             defer_accept: args.flag("defer-accept"),
+            accept_batch: args
+                .value("accept-batch")
+                .map(|_| args.parse("accept-batch", 1)),
         }
     }
 
@@ -157,6 +163,9 @@ impl Config {
             }
             o.reuse_port = reuse_port;
             o.defer_accept = self.defer_accept;
+            if let Some(n) = self.accept_batch {
+                o.accept_batch = n;
+            }
         });
         if let Some((cert, key)) = &self.tls {
             let ctx = uvhttp::net::tls::TlsContext::server()

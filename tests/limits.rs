@@ -195,6 +195,38 @@ fn over_max_connections_with_reject503() {
 }
 
 #[test]
+fn a_burst_of_connections_is_taken_in_batches_within_max_connections() {
+    // Several connections wait in the kernel's queue at once, so the server takes more than
+    // one per wakeup (`accept_batch`); the batch must still stop at the limit.
+    let srv = server(|o| {
+        o.max_connections = 2;
+        o.over_limit = OverLimit::PauseAccepting;
+        o.accept_batch = 8;
+    });
+    let mut clients: Vec<Client> = (0..5).map(|_| Client::connect(srv.addr)).collect();
+    for c in &mut clients {
+        c.send(&get("/"));
+    }
+    srv.wait_connections(|n| n == 2, "two admitted connections");
+    // The other three stay queued in the kernel while the two stay open.
+    clients[4].expect_open_for(Duration::from_millis(300));
+    assert_eq!(srv.connection_count(), 2);
+    // Connections are accepted in the order they were queued: each close admits the next,
+    // and every client is answered in the end.
+    let mut answered = 0;
+    while !clients.is_empty() {
+        let mut c = clients.remove(0);
+        let r = c.read_reply();
+        assert_eq!(r.status, 200);
+        assert!(srv.connection_count() <= 2);
+        answered += 1;
+        drop(c);
+    }
+    assert_eq!(answered, 5);
+    srv.stop();
+}
+
+#[test]
 fn over_max_connections_with_pause_accepting() {
     let srv = server(|o| {
         o.max_connections = 1;

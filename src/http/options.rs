@@ -69,6 +69,13 @@ pub struct ServerOptions {
     /// nothing is not seen (nor timed out) by the server until it does, or until the kernel
     /// gives up waiting (about a second, then it is accepted as usual). Off by default.
     pub defer_accept: bool,
+    /// Most connections taken from the listening socket per wakeup. libuv hands over one
+    /// connection per readiness event and polls again; above 1 the server takes up to this
+    /// many from the kernel's queue in the same turn (as nginx's `multi_accept`), saving a
+    /// poll per connection when connections arrive fast. The cap keeps a burst of new
+    /// connections from delaying the established ones for long. Unix only (elsewhere one per
+    /// wakeup); 1 keeps libuv's pace.
+    pub accept_batch: usize,
 }
 
 impl Default for ServerOptions {
@@ -95,6 +102,7 @@ impl Default for ServerOptions {
             tcp_nodelay: true,
             reuse_port: false,
             defer_accept: false,
+            accept_batch: 16,
         }
     }
 }

@@ -514,9 +514,9 @@ impl ServerShared {
         if self.state.get() != RunState::Running {
             return;
         }
-        let (max, policy) = {
+        let (max, policy, batch) = {
             let o = self.options.borrow();
-            (o.max_connections, o.over_limit)
+            (o.max_connections, o.over_limit, o.accept_batch)
         };
         if self.live.get() >= max && policy == OverLimit::PauseAccepting {
             // Leave it queued in the kernel; libuv stops watching the listener until we
@@ -525,6 +525,28 @@ impl ServerShared {
             return;
         }
         self.accept_one(self.live.get() >= max);
+        // The rest of the queue in this turn (`ServerOptions::accept_batch`), under the same
+        // rules; stopping early leaves connections to the next wakeup, as libuv would.
+        for _ in 1..batch {
+            if self.state.get() != RunState::Running
+                || (self.live.get() >= max && policy == OverLimit::PauseAccepting)
+            {
+                return;
+            }
+            let pending = {
+                let listener = self.listener.borrow();
+                let Some(l) = listener.as_ref() else { return };
+                l.accept_pending()
+            };
+            match pending {
+                Ok(Some(socket)) => self.serve(socket, self.live.get() >= max),
+                Ok(None) => return,
+                Err(e) => {
+                    log::debug!("accept: {e}");
+                    return;
+                }
+            }
+        }
     }
 
     fn accept_one(&self, over_limit: bool) {

@@ -806,6 +806,21 @@ impl TcpListener {
         Ok(sock)
     }
 
+    /// Accepts one more pending connection if there is one, after [`accept`](Self::accept)
+    /// in the same turn of the loop (see `TcpHandle::accept_pending`): a busy server takes
+    /// several connections per wakeup instead of one. `Ok(None)` when none is pending, and
+    /// always where the OS is not Unix.
+    pub fn accept_pending(&self) -> Result<Option<Rc<TcpSocket>>, UvError> {
+        #[cfg(unix)]
+        if let Some(stream) = self.handle.accept_pending()? {
+            let sock = TcpSocket::open(self.lp)?;
+            // uv_tcp_open makes the socket non-blocking itself: no second system call for it.
+            sock.tcp().adopt_fd(stream.into())?;
+            return Ok(Some(sock));
+        }
+        Ok(None)
+    }
+
     /// The bound address (with the real port when 0 was asked).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.handle.local_addr()
@@ -928,6 +943,62 @@ mod tests {
         assert_eq!(&got, b"hello world");
         sock.close();
         drop(sock);
+        lp.close().expect("no handle left open");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn accept_pending_takes_what_is_queued_then_says_none() {
+        let lp = OwnedLoop::new().unwrap();
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let listener = TcpListener::bind(lp.handle(), &addr, false).unwrap();
+        // libuv's own callback is never run here (the loop does not turn): only the queue.
+        listener.listen(16, |_| {}).unwrap();
+        let bound = listener.local_addr().unwrap();
+        assert!(
+            listener.accept_pending().unwrap().is_none(),
+            "nothing queued yet"
+        );
+        let clients: Vec<_> = (0..3)
+            .map(|_| std::net::TcpStream::connect(bound).unwrap())
+            .collect();
+        // The server side queues a connection when the client's last handshake ACK arrives,
+        // which may trail connect() by a moment: poll, within a bound.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut peers = Vec::new();
+        let mut sockets = Vec::new();
+        while sockets.len() < 3 && std::time::Instant::now() < deadline {
+            match listener.accept_pending().unwrap() {
+                Some(sock) => {
+                    peers.push(sock.peer_addr().unwrap());
+                    sockets.push(sock);
+                }
+                None => std::thread::sleep(std::time::Duration::from_millis(1)),
+            }
+        }
+        assert!(
+            listener.accept_pending().unwrap().is_none(),
+            "the queue is empty"
+        );
+        let mut expected: Vec<_> = clients.iter().map(|c| c.local_addr().unwrap()).collect();
+        peers.sort();
+        expected.sort();
+        assert_eq!(peers, expected, "each queued connection, once");
+        // They are ordinary sockets of the loop: a write reaches the client.
+        sockets[0].write(b"hi");
+        let mut got = [0u8; 2];
+        let first = clients
+            .iter()
+            .position(|c| c.local_addr().unwrap() == sockets[0].peer_addr().unwrap())
+            .unwrap();
+        (&clients[first]).read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hi");
+        for sock in &sockets {
+            sock.close();
+        }
+        drop(sockets);
+        listener.close();
+        drop(listener);
         lp.close().expect("no handle left open");
     }
 }
