@@ -15,7 +15,7 @@
 use std::fmt;
 use std::mem::MaybeUninit;
 
-use crate::http::headers::{list_elements, trim_ows, Headers};
+use crate::http::headers::{list_elements, trim_ows, FieldBlock, Headers};
 use crate::http::method::{is_tchar, is_token, Method};
 use crate::http::request::{analyze_target, Request, Summary, TargetForm, TargetParts, Version};
 use crate::http::response_head::ResponseHead;
@@ -539,83 +539,8 @@ fn parse_clean_fields(
 ) -> Option<Result<(usize, BodyKind), HttpError>> {
     let mut framing = Framing::default();
     let mut block = req.headers_mut().block();
-    let mut count = 0;
-    let mut i = 0;
-    loop {
-        let line = fields.get(i..)?;
-        // A line that starts with CR is the end of the head (CRLF) or a bare CR.
-        if *line.first()? == b'\r' {
-            if line.get(1) == Some(&b'\n') {
-                break;
-            }
-            return None;
-        }
-        // Field name: 1*tchar ":". The name is what precedes the first ':' and must be all
-        // tchar; ':' is not a tchar, so that is "the first byte that is not a tchar is ':'".
-        // A line that starts otherwise (obs-fold, a bare LF, an empty name...) is for the
-        // fallback.
-        let name_len = find_byte(line, b':')?;
-        if classes_of(&line[..name_len]) & CLASS_TCHAR == 0 {
-            return None;
-        }
-        count += 1;
-        if count > max_fields {
-            return None;
-        }
-        let field = FieldName::of_token(&line[..name_len]);
-
-        // Leading OWS is not part of the value (httparse skips it too). A line that ends in
-        // it is incomplete, which the searches below find.
-        let mut value_start = name_len + 1;
-        // Usually a single SP: one comparison, then the loop's first test ends it.
-        if line.get(value_start) == Some(&b' ') {
-            value_start += 1;
-        }
-        while matches!(line.get(value_start), Some(b' ' | b'\t')) {
-            value_start += 1;
-        }
-        let mut value_end = value_start;
-        let mut host_checked = false;
-        if field == FieldName::Host {
-            // Host bytes are value bytes without whitespace: a Host value made of them alone
-            // is validated for both at once; anything else takes the general path below.
-            // A client sends the same Host on every request, so the last value that passed
-            // is remembered and a repeat is recognised by one comparison.
-            if let Some(len) = memo.matches(line, value_start) {
-                value_end += len;
-                host_checked = true;
-            } else {
-                value_end += line[value_end..].iter().position(|&b| !is(CLASS_HOST, b))?;
-                host_checked = line[value_end] == b'\r';
-                if host_checked {
-                    memo.remember(&line[value_start..value_end]);
-                }
-            }
-        }
-        if line.get(value_end) != Some(&b'\r') {
-            value_end = value_end_in(line, value_end)?;
-        }
-        // The line must end here with CRLF (not a bare CR, LF, or another control byte).
-        if line.get(value_end..value_end + 2) != Some(b"\r\n") {
-            return None;
-        }
-        let line_end = value_end + 2;
-        // Trailing OWS is not part of the value either. The byte before the CR is the
-        // colon's or a value's: the loop runs only when it is whitespace, which is rare.
-        if matches!(line[value_end - 1], b' ' | b'\t') {
-            while value_end > value_start && matches!(line[value_end - 1], b' ' | b'\t') {
-                value_end -= 1;
-            }
-        }
-        block.push(i..i + name_len, i + value_start..i + value_end);
-        match field {
-            FieldName::Other => {}
-            FieldName::Host if host_checked => framing.feed_host(true),
-            _ => framing.feed_field(field, &line[value_start..value_end]),
-        }
-        i += line_end;
-    }
-    block.finish(&fields[..i]);
+    let len = clean_field_lines(fields, max_fields, &mut block, memo, &mut framing)?;
+    block.finish(&fields[..len]);
     let kind = if framing.host_fields == 1
         && !framing.host_invalid
         && !framing.content_length_seen
@@ -639,7 +564,87 @@ fn parse_clean_fields(
             Err(e) => return Some(Err(e)),
         }
     };
-    Some(Ok((i + 2, kind)))
+    Some(Ok((len + 2, kind)))
+}
+
+/// The loop of [`parse_clean_fields`]: records each field line of `fields` in `block` and
+/// feeds it to `framing`, and returns where the final CRLF starts. A function of its own so
+/// that the compiler knows its references do not overlap and keeps their contents in
+/// registers across lines.
+#[inline(always)]
+fn clean_field_lines(
+    fields: &[u8],
+    max_fields: usize,
+    block: &mut FieldBlock<'_>,
+    memo: &mut HostMemo,
+    framing: &mut Framing,
+) -> Option<usize> {
+    // Field lines still allowed: counting down needs one register and one test.
+    let mut left = max_fields;
+    let mut line = fields;
+    loop {
+        // A line that starts with CR is the end of the head (CRLF) or a bare CR.
+        match line {
+            [b'\r', b'\n', ..] => return Some(fields.len() - line.len()),
+            [] | [b'\r', ..] => return None,
+            _ => {}
+        }
+        // Field name: 1*tchar ":". The name is what precedes the first ':' and must be all
+        // tchar; ':' is not a tchar, so that is "the first byte that is not a tchar is ':'".
+        // A line that starts otherwise (obs-fold, a bare LF, an empty name...) is for the
+        // fallback.
+        let name_len = find_byte(line, b':')?;
+        let name = &line[..name_len];
+        if classes_of(name) & CLASS_TCHAR == 0 {
+            return None;
+        }
+        left = left.checked_sub(1)?;
+        let field = FieldName::of_token(name);
+
+        // Leading OWS is not part of the value (httparse skips it too). A line that ends in
+        // it is incomplete, which the search below finds. Usually a single SP: one
+        // comparison, then the loop's first test ends it.
+        let mut value_start = name_len + 1;
+        if line.get(value_start) == Some(&b' ') {
+            value_start += 1;
+        }
+        while matches!(line.get(value_start), Some(b' ' | b'\t')) {
+            value_start += 1;
+        }
+        let at = fields.len() - line.len();
+        // A client sends the same Host on every request: the last valid value is
+        // remembered, and a repeat with its CRLF is recognised by one comparison, which
+        // also ends the line.
+        if field == FieldName::Host {
+            if let Some(value_end) = memo.matches(line, value_start) {
+                block.push(at..at + name_len, at + value_start..at + value_end);
+                framing.feed_host(true);
+                line = &line[value_end + 2..];
+                continue;
+            }
+        }
+        // The value ends at the first byte a value cannot hold, which must be the line's
+        // CRLF (not a bare CR, LF, or another control byte).
+        let mut value_end = value_end_in(line, value_start)?;
+        if line.get(value_end..value_end + 2) != Some(b"\r\n") {
+            return None;
+        }
+        let line_end = value_end + 2;
+        // Trailing OWS is not part of the value either. The byte before the CR is the
+        // colon's or a value's: the loop runs only when it is whitespace, which is rare.
+        if matches!(line[value_end - 1], b' ' | b'\t') {
+            while value_end > value_start && matches!(line[value_end - 1], b' ' | b'\t') {
+                value_end -= 1;
+            }
+        }
+        block.push(at..at + name_len, at + value_start..at + value_end);
+        match field {
+            FieldName::Other => {}
+            FieldName::Host => framing.feed_host(memo.judge(&line[value_start..value_end])),
+            _ => framing.feed_field(field, &line[value_start..value_end]),
+        }
+        line = &line[line_end..];
+    }
 }
 
 /// Index of the first `byte` in `hay`, eight bytes at a time (see [`find_line_break`]).
@@ -712,8 +717,7 @@ fn classes_of_8(s: &[u8; 8]) -> u8 {
     classes_of_4(a.try_into().expect("4 bytes")) & classes_of_4(b.try_into().expect("4 bytes"))
 }
 
-/// The last Host value a [`HeadParser`] found made of Host bytes alone (see
-/// `parse_clean_fields`). A client sends the same Host on every request, so a repeat is
+/// The last valid Host value a [`HeadParser`] found (see `parse_clean_fields`). A client sends the same Host on every request, so a repeat is
 /// recognised by a few word comparisons instead of a table lookup per byte; kept in the
 /// parser, which lives as long as its connection's requests, so no thread-local lookup is
 /// needed to reach it. Values longer than the memo are simply not remembered.
@@ -736,13 +740,25 @@ impl Default for HostMemo {
 }
 
 impl HostMemo {
-    /// The remembered value's length if `line[at..]` starts with it and its CR follows.
+    /// Where the remembered value ends if `line[at..]` starts with it and its CRLF.
     #[inline(always)]
     fn matches(&self, line: &[u8], at: usize) -> Option<usize> {
         let len = self.len;
-        let value = line.get(at..at + len + 1)?;
-        (len > 0 && value[len] == b'\r' && same_bytes(&value[..len], &self.bytes[..len]))
-            .then_some(len)
+        let end = at + len;
+        let value = line.get(at..end + 2)?;
+        (len != 0 && value[len..] == *b"\r\n" && same_bytes(&value[..len], &self.bytes[..len]))
+            .then_some(end)
+    }
+
+    /// Whether `value` is a valid Host value, looked at byte by byte; remembered if it is.
+    /// Out of line: a connection's first request comes here, its next ones do not.
+    #[inline(never)]
+    fn judge(&mut self, value: &[u8]) -> bool {
+        let valid = is_host_value(value);
+        if valid {
+            self.remember(value);
+        }
+        valid
     }
 
     fn remember(&mut self, value: &[u8]) {
