@@ -154,7 +154,9 @@ impl Request {
     /// token `token` (tchar bytes, hence ASCII), `target` the request-target and `parts` its
     /// form and components, exactly as [`analyze_target`] gives them. The result is what
     /// `clear`, `set_method`, `set_target` and `set_version` would give: the fields and the
-    /// summary are emptied too, so the parser does not write the line's parts twice.
+    /// summary are emptied too, so the parser does not write the line's parts twice. Inlined
+    /// into the parser's fast path, its one caller on every request.
+    #[inline(always)]
     pub(crate) fn set_parsed_line(
         &mut self,
         method: Method,
@@ -298,18 +300,27 @@ impl Request {
     /// Whether the connection stays open after this request (RFC 9112
     /// 9.3): HTTP/1.1 unless `Connection: close`; HTTP/1.0 only with
     /// `Connection: keep-alive` (and no `close`).
+    ///
+    /// Inline and cheap for a parsed request (the connection asks several times per
+    /// request): the parser's summary already holds the answer's two facts.
+    #[inline]
     pub fn keep_alive(&self) -> bool {
-        let (close, keep) = match &self.summary {
-            Some(s) => (s.conn_close, s.conn_keep_alive),
-            None => (
-                self.headers.has_token("connection", "close"),
-                self.headers.has_token("connection", "keep-alive"),
-            ),
-        };
-        match self.version {
-            Version::Http11 => !close,
-            Version::Http10 => !close && keep,
+        match &self.summary {
+            Some(s) => keep_alive_with(self.version, s.conn_close, s.conn_keep_alive),
+            None => self.keep_alive_from_fields(),
         }
+    }
+
+    /// [`keep_alive`](Request::keep_alive) for a request without a summary (built by hand or
+    /// changed after parsing): the `Connection` fields are searched. Out of line, so that
+    /// the inlined accessor stays small.
+    #[inline(never)]
+    fn keep_alive_from_fields(&self) -> bool {
+        keep_alive_with(
+            self.version,
+            self.headers.has_token("connection", "close"),
+            self.headers.has_token("connection", "keep-alive"),
+        )
     }
 
     /// Whether the client waits for `100 Continue` before sending the body
@@ -392,6 +403,15 @@ impl fmt::Debug for Request {
             .field("version", &self.version)
             .field("headers", &self.headers)
             .finish()
+    }
+}
+
+/// RFC 9112 9.3 for `version` and whether `Connection` lists `close` and `keep-alive`.
+#[inline]
+fn keep_alive_with(version: Version, close: bool, keep: bool) -> bool {
+    match version {
+        Version::Http11 => !close,
+        Version::Http10 => !close && keep,
     }
 }
 
