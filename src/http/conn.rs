@@ -638,8 +638,8 @@ impl ConnCore {
             }
         }
         let body_done = matches!(kind, BodyKind::None | BodyKind::Length(0));
-        let keep_alive = ex.request().keep_alive();
-        if body_done && ex.request().is_upgrade() {
+        let facts = ex.note_request_facts();
+        if body_done && facts.upgrade {
             // Bytes after this request may belong to another protocol: stop parsing HTTP until
             // the application decided.
             self.phase.set(Phase::UpgradePending);
@@ -652,7 +652,7 @@ impl ConnCore {
             }
             pipeline.push_back(ex.clone());
         }
-        if !keep_alive {
+        if !facts.keep_alive {
             // The client said this is its last request.
             self.draining.set(true);
         }
@@ -809,7 +809,7 @@ impl ConnCore {
     /// All of `ex`'s request has been read.
     fn request_read(&self, ex: &ServerConnection) {
         ex.mark_request_complete();
-        if !ex.request().keep_alive() {
+        if !ex.request_facts().keep_alive {
             self.client_done.set(true);
         }
     }
@@ -828,6 +828,9 @@ impl ConnCore {
         self.st().head_started.set(None);
         let ex = self.server.take_exchange();
         ex.attach_core(self.me.clone());
+        // Of the empty request the exchange holds: what the response path asks of it is
+        // then answered as it always was.
+        ex.note_request_facts();
         ex.mark_request_complete();
         {
             let st = self.st();

@@ -118,6 +118,18 @@ struct Output {
     buffered_bytes: usize,
 }
 
+/// Answers about a request head that dispatch and `respond()` would otherwise each work out
+/// again from the fields (`Request::keep_alive` alone was asked three times per request).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RequestFacts {
+    /// [`Request::keep_alive`].
+    pub keep_alive: bool,
+    /// [`Request::is_upgrade`].
+    pub upgrade: bool,
+    /// HTTP/1.1 and not `HEAD`: the head `respond_direct`'s cache stands for.
+    pub plain_http11: bool,
+}
+
 #[cfg(test)]
 thread_local! {
     /// Responses `respond_direct` wrote on this thread, so tests can tell which path ran.
@@ -152,6 +164,9 @@ pub struct ServerConnection {
     continue_sent: Cell<bool>,
     /// `respond()` is writing a whole response: it finishes as soon as the head is out.
     responding: Cell<bool>,
+    /// What the dispatch and the response ask of the request head, noted once when the head
+    /// is complete (it does not change afterwards; see [`RequestFacts`]).
+    facts: Cell<RequestFacts>,
     /// Chunks of the request body, borrowed for the call: icey's `Payload` signal.
     pub payload: PayloadSignal,
     /// The whole request (head, body, trailers) has arrived.
@@ -304,6 +319,7 @@ impl ServerConnection {
             close_fired: Cell::new(false),
             continue_sent: Cell::new(false),
             responding: Cell::new(false),
+            facts: Cell::new(RequestFacts::default()),
             payload: Signal::new(),
             request_complete_signal: Signal::new(),
             close: Signal::new(),
@@ -370,6 +386,24 @@ impl ServerConnection {
         self.head_parser
             .borrow_mut()
             .parse_request(buf, limits, &mut req)
+    }
+
+    /// Works out and keeps the [`RequestFacts`] of the head now in `request`. Called once the
+    /// head is complete, before anything reads the facts.
+    pub(crate) fn note_request_facts(&self) -> RequestFacts {
+        let req = self.request.borrow();
+        let facts = RequestFacts {
+            keep_alive: req.keep_alive(),
+            upgrade: req.is_upgrade(),
+            plain_http11: req.version() == Version::Http11 && req.method() != Method::Head,
+        };
+        self.facts.set(facts);
+        facts
+    }
+
+    /// The facts noted by [`note_request_facts`](Self::note_request_facts).
+    pub(crate) fn request_facts(&self) -> RequestFacts {
+        self.facts.get()
     }
 
     pub(crate) fn body_decoder(&self) -> std::cell::RefMut<'_, super::body::BodyDecoder> {
@@ -532,7 +566,7 @@ impl ServerConnection {
         // (RFC 9110 10.1.1, RFC 9112 9.6).
         let ends_before_body = !self.request_complete.get()
             && (self.responding.get() || matches!(framing, Framing::None | Framing::Length(0)));
-        let keep = req.keep_alive()
+        let keep = self.facts.get().keep_alive
             && resp.keep_alive() != Some(false)
             && !core.closes_after(self)
             && framing != Framing::UntilClose
@@ -807,12 +841,9 @@ impl ServerConnection {
         {
             return false;
         }
-        {
-            let req = self.request.borrow();
-            if req.version() != Version::Http11 || req.method() == Method::Head || !req.keep_alive()
-            {
-                return false;
-            }
+        let facts = self.facts.get();
+        if !facts.plain_http11 || !facts.keep_alive {
+            return false;
         }
         if !self.response.borrow().is_untouched() || core.closes_after(self) {
             return false;
