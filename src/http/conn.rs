@@ -323,10 +323,15 @@ impl ConnCore {
     /// True when no request will follow `ex` on this connection, so its response should say
     /// `Connection: close`. Earlier pipelined responses keep the connection open: closing after
     /// them would drop the requests behind them.
+    #[inline]
     pub(crate) fn closes_after(&self, ex: &ServerConnection) -> bool {
         if !(self.draining.get() || self.server.is_stopping()) {
             return false;
         }
+        self.is_last_in_line(ex)
+    }
+
+    fn is_last_in_line(&self, ex: &ServerConnection) -> bool {
         self.with_st(|s| {
             s.pipeline
                 .borrow()
@@ -992,8 +997,18 @@ impl ConnCore {
     }
 
     /// Closes once nothing is outstanding, if no further request can come.
+    #[inline]
     fn maybe_close_when_idle(&self) {
-        if self.closed.get() || self.processing.get() || self.pipeline_len() > 0 {
+        // Inside `process` (every request's dispatch, and responses given from the handler)
+        // the caller looks again once the read is parsed.
+        if self.closed.get() || self.processing.get() {
+            return;
+        }
+        self.maybe_close_when_idle_now();
+    }
+
+    fn maybe_close_when_idle_now(&self) {
+        if self.pipeline_len() > 0 {
             return;
         }
         if self.phase.get() == Phase::Body {

@@ -1137,13 +1137,18 @@ impl ServerConnection {
 
     /// Called when the application may no longer hold this request: if its response is
     /// unfinished and nobody can finish it, finish it here.
+    #[inline]
     pub(crate) fn check_abandoned(&self) {
-        if self.app_refs.get() > 0
-            || !self.request_complete.get()
-            || self.complete.get()
-            || self.close_fired.get()
-            || !self.drain.is_empty()
-        {
+        // Twice per request (after the handlers, and when the library's own handle goes), and
+        // nearly always answered by the first two tests: kept inline, the rest out of line.
+        if self.app_refs.get() > 0 || self.complete.get() {
+            return;
+        }
+        self.check_abandoned_unanswered();
+    }
+
+    fn check_abandoned_unanswered(&self) {
+        if !self.request_complete.get() || self.close_fired.get() || !self.drain.is_empty() {
             return;
         }
         let Some(core) = self.core() else { return };
