@@ -916,17 +916,23 @@ impl ConnCore {
 
     // ---- the pipeline ----------------------------------------------------------------------
 
+    /// `ex`'s response is complete. If it is first in line it leaves the line, and the
+    /// responses behind it move up.
     pub(crate) fn on_exchange_complete(&self, ex: &ServerConnection) {
-        let is_front = self
-            .with_st(|s| {
-                s.pipeline
-                    .borrow()
-                    .front()
-                    .is_some_and(|f| std::ptr::eq(&**f, ex))
+        // Popped in the same borrow that finds it first in line: the usual case (one request
+        // in line, answered) then looks at the line once.
+        let popped = self
+            .with_st(|st| {
+                let mut pipeline = st.pipeline.borrow_mut();
+                if pipeline.front().is_some_and(|f| std::ptr::eq(&**f, ex)) {
+                    pipeline.pop_front().map(|f| (f, pipeline.is_empty()))
+                } else {
+                    None
+                }
             })
-            .unwrap_or(false);
-        if is_front {
-            self.advance_pipeline();
+            .flatten();
+        if let Some((front, now_empty)) = popped {
+            self.advance_pipeline(front, now_empty);
         }
     }
 
@@ -939,27 +945,14 @@ impl ConnCore {
         }
     }
 
-    fn advance_pipeline(&self) {
-        // Whether the last pop left the pipeline empty (the usual case: one request in line),
-        // which saves looking again.
-        let mut emptied = false;
+    /// Retires `front`, just taken off the line (`now_empty`: it was the last one), then every
+    /// complete response behind it, and promotes the first incomplete one.
+    fn advance_pipeline(&self, mut front: Rc<ServerConnection>, mut now_empty: bool) {
         loop {
-            let popped = self.with_st(|st| {
-                let mut pipeline = st.pipeline.borrow_mut();
-                match pipeline.front() {
-                    Some(f) if f.is_complete() => pipeline
-                        .pop_front()
-                        .map(|front| (front, pipeline.is_empty())),
-                    _ => None,
-                }
-            });
-            let Some(Some((front, now_empty))) = popped else {
-                break;
-            };
             front.set_head(false);
             let close_after = front.close_after();
             let adapter = front.take_adapter();
-            let was_upgrade = front.request().is_upgrade();
+            let was_upgrade = front.request_facts().upgrade;
             self.server.recycle_exchange(front);
             if let Some(adapter) = adapter {
                 self.enter_upgraded(adapter);
@@ -975,15 +968,27 @@ impl ConnCore {
                 return;
             }
             if now_empty {
-                emptied = true;
                 break;
             }
             let next = self.pipeline_front();
             if let Some(next) = next {
                 next.promote(self);
             }
+            let popped = self.with_st(|st| {
+                let mut pipeline = st.pipeline.borrow_mut();
+                match pipeline.front() {
+                    Some(f) if f.is_complete() => pipeline
+                        .pop_front()
+                        .map(|front| (front, pipeline.is_empty())),
+                    _ => None,
+                }
+            });
+            let Some(Some((next, emptied))) = popped else {
+                break;
+            };
+            (front, now_empty) = (next, emptied);
         }
-        if emptied || self.pipeline_len() == 0 {
+        if now_empty || self.pipeline_len() == 0 {
             self.idle_since.set(self.now());
         }
         self.maybe_close_when_idle();
