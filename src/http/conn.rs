@@ -530,17 +530,21 @@ impl ConnCore {
                         self.phase.set(Phase::Discard);
                         continue;
                     }
-                    if self.must_wait_before_next_request() {
+                    // One look at the busy state for the pipeline bound, the parse and the
+                    // request's place in line (it is let go before application code runs).
+                    let st = self.st();
+                    if self.must_wait_with(&st) {
                         break;
                     }
-                    match self.parse_head(&buf[pos..]) {
+                    match self.parse_head(&st, &buf[pos..]) {
                         Ok(Some((len, kind, ex))) => {
                             pos += len;
                             self.input_ahead.set(pos < buf.len());
-                            self.start_request(ex, kind);
+                            self.start_request(st, ex, kind);
                         }
                         Ok(None) => break,
                         Err(e) => {
+                            drop(st);
                             self.reject(&e);
                             pos = buf.len();
                         }
@@ -590,7 +594,14 @@ impl ConnCore {
     /// The pipeline is full, or the output queue is over its high-water mark: stop taking new
     /// requests until responses drain (backpressure instead of unbounded buffering).
     fn must_wait_before_next_request(&self) -> bool {
-        self.pipeline_len() >= self.st().config.max_pipelined
+        self.must_wait_with(&self.st())
+    }
+
+    /// [`must_wait_before_next_request`](Self::must_wait_before_next_request) with the busy
+    /// state at hand.
+    #[inline]
+    fn must_wait_with(&self, st: &ConnState) -> bool {
+        st.pipeline.borrow().len() >= st.config.max_pipelined
             || self.socket.is_over_high_water()
             || self.app_paused.get()
     }
@@ -598,9 +609,9 @@ impl ConnCore {
     #[allow(clippy::type_complexity)]
     fn parse_head(
         &self,
+        st: &ConnState,
         buf: &[u8],
     ) -> Result<Option<(usize, BodyKind, Rc<ServerConnection>)>, HttpError> {
-        let st = self.st();
         let ex = st
             .next
             .borrow_mut()
@@ -628,11 +639,14 @@ impl ConnCore {
         }
     }
 
-    fn start_request(&self, ex: Rc<ServerConnection>, kind: BodyKind) {
+    /// Puts the request `ex` just parsed in line and hands it to the application. `st` is the
+    /// busy state the caller looked at; it is let go before any application code runs.
+    fn start_request(&self, st: Ref<'_, ConnState>, ex: Rc<ServerConnection>, kind: BodyKind) {
         self.first_request.set(false);
         ex.attach_core(self.me.clone());
         if let BodyKind::Length(n) = kind {
-            if n > self.st().config.max_body_size {
+            if n > st.config.max_body_size {
+                drop(st);
                 let e = HttpError {
                     status: StatusCode::PAYLOAD_TOO_LARGE,
                     reason: "request body larger than the server's limit",
@@ -650,7 +664,6 @@ impl ConnCore {
             self.phase.set(Phase::UpgradePending);
         }
         {
-            let st = self.st();
             let mut pipeline = st.pipeline.borrow_mut();
             if pipeline.is_empty() {
                 ex.set_head(true);
@@ -662,11 +675,11 @@ impl ConnCore {
             self.draining.set(true);
         }
         if body_done {
+            drop(st);
             // Complete before the application sees it: answering from the handler must not
             // look like answering before the body was read.
             self.request_read(&ex);
         } else {
-            let st = self.st();
             ex.start_body(kind, st.config.body_limits);
             st.body_received.set(0);
             *st.body_exchange.borrow_mut() = Some(ex.clone());
