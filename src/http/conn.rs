@@ -1492,7 +1492,11 @@ mod tests {
             } else {
                 b"hi"
             };
+            // A handle to the response taken before it was written reads it afterwards.
+            let early = conn.response();
             conn.respond(StatusCode::OK, "text/plain", body).unwrap();
+            assert_eq!(early.get("Content-Type").as_deref(), Some("text/plain"));
+            assert_eq!(early.status(), StatusCode::OK);
             // Whichever path wrote it, the response reads the same afterwards.
             conn.response().with(|r| {
                 assert_eq!(r.content_length(), Some(body.len() as u64));

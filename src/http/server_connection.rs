@@ -147,7 +147,14 @@ pub struct ServerConnection {
     body_decoder: RefCell<super::body::BodyDecoder>,
     /// Scans this request's head while it arrives (it may take several reads).
     head_parser: RefCell<super::decode::HeadParser>,
+    /// Read through [`resp`](Self::resp), except where no direct response can be pending.
     response: RefCell<Response>,
+    /// `respond_direct` wrote a response without describing it in `response` (storing the
+    /// content type as a header field cost more than the rest of the fast path): its status
+    /// is here, its content type in `direct_type`, its length in `output`, until something
+    /// looks at `response`. Almost nothing does after a whole response was written.
+    direct_status: Cell<Option<StatusCode>>,
+    direct_type: RefCell<String>,
     output: RefCell<Output>,
     responder: RefCell<Option<Box<dyn ServerResponder>>>,
     adapter: RefCell<Option<Box<dyn super::adapter::ConnectionAdapter>>>,
@@ -239,58 +246,61 @@ impl fmt::Debug for ServerConnectionPtr {
 /// Lets a response setter chain be written as in icey: `conn.response().set_status(..)`.
 /// Each call borrows the response only for its own duration, so holding this value never
 /// blocks `send_header()`.
-pub struct ResponseRef<'a>(&'a RefCell<Response>);
+pub struct ResponseRef<'a>(&'a ServerConnection);
 
 impl ResponseRef<'_> {
     /// See [`Response::set_status`].
     pub fn set_status(&self, status: StatusCode) -> &Self {
-        self.0.borrow_mut().set_status(status);
+        self.0.resp().borrow_mut().set_status(status);
         self
     }
     /// See [`Response::set_reason`].
     pub fn set_reason(&self, reason: &str) -> &Self {
-        self.0.borrow_mut().set_reason(reason);
+        self.0.resp().borrow_mut().set_reason(reason);
         self
     }
     /// See [`Response::set_content_type`].
     pub fn set_content_type(&self, content_type: &str) -> &Self {
-        self.0.borrow_mut().set_content_type(content_type);
+        self.0.resp().borrow_mut().set_content_type(content_type);
         self
     }
     /// See [`Response::set_content_length`].
     pub fn set_content_length(&self, len: u64) -> &Self {
-        self.0.borrow_mut().set_content_length(len);
+        self.0.resp().borrow_mut().set_content_length(len);
         self
     }
     /// See [`Response::set_chunked_transfer_encoding`].
     pub fn set_chunked_transfer_encoding(&self, chunked: bool) -> &Self {
-        self.0.borrow_mut().set_chunked_transfer_encoding(chunked);
+        self.0
+            .resp()
+            .borrow_mut()
+            .set_chunked_transfer_encoding(chunked);
         self
     }
     /// See [`Response::set_keep_alive`].
     pub fn set_keep_alive(&self, keep_alive: bool) -> &Self {
-        self.0.borrow_mut().set_keep_alive(keep_alive);
+        self.0.resp().borrow_mut().set_keep_alive(keep_alive);
         self
     }
     /// See [`Response::set`]. Returns false (and sets nothing) for an invalid field.
     pub fn set(&self, name: &str, value: &str) -> bool {
-        self.0.borrow_mut().set(name, value)
+        self.0.resp().borrow_mut().set(name, value)
     }
     /// See [`Response::add`].
     pub fn add(&self, name: &str, value: &str) -> bool {
-        self.0.borrow_mut().add(name, value)
+        self.0.resp().borrow_mut().add(name, value)
     }
     /// The status set so far.
     pub fn status(&self) -> StatusCode {
-        self.0.borrow().status()
+        self.0.resp().borrow().status()
     }
     /// A copy of a field's first value.
     pub fn get(&self, name: &str) -> Option<String> {
-        self.0.borrow().get(name).map(str::to_owned)
+        self.0.resp().borrow().get(name).map(str::to_owned)
     }
     /// Runs `f` with the response itself, for anything not covered above.
     pub fn with<R>(&self, f: impl FnOnce(&mut Response) -> R) -> R {
-        f(&mut self.0.borrow_mut())
+        f(&mut self.0.resp().borrow_mut())
     }
 }
 
@@ -307,6 +317,8 @@ impl ServerConnection {
                 super::body::BodyLimits::default(),
             )),
             response: RefCell::new(Response::new()),
+            direct_status: Cell::new(None),
+            direct_type: RefCell::new(String::new()),
             output: RefCell::new(Output::default()),
             responder: RefCell::new(None),
             adapter: RefCell::new(None),
@@ -335,6 +347,7 @@ impl ServerConnection {
         self.head_parser.borrow_mut().reset();
         self.trailers.borrow_mut().clear();
         self.response.borrow_mut().reset();
+        self.direct_status.set(None);
         {
             let mut out = self.output.borrow_mut();
             let buffered = out.buffered.take();
@@ -435,7 +448,7 @@ impl ServerConnection {
 
     /// The response to fill in before `send_header()`.
     pub fn response(&self) -> ResponseRef<'_> {
-        ResponseRef(&self.response)
+        ResponseRef(self)
     }
 
     /// Another handle to this request: keep it to answer later (on the loop thread).
@@ -519,7 +532,7 @@ impl ServerConnection {
             && framing == Framing::Length(body.len() as u64);
         let now = core.now();
         let mut fill = |out: &mut Vec<u8>| {
-            encode_head(out, &self.response.borrow(), framing, connection, now);
+            encode_head(out, &self.resp().borrow(), framing, connection, now);
             if inline {
                 out.extend_from_slice(body);
             }
@@ -548,7 +561,7 @@ impl ServerConnection {
 
     fn decide_framing(&self, core: &ConnCore) -> (Framing, ConnectionHeader) {
         let req = self.request.borrow();
-        let resp = self.response.borrow();
+        let resp = self.resp().borrow();
         let status = resp.status();
         let http10 = req.version() == Version::Http10;
         let framing = if req.method() == Method::Head || !status.allows_body() {
@@ -658,7 +671,7 @@ impl ServerConnection {
             // HEAD: the body is computed by the application but never sent.
             return Ok(self.flow(core));
         }
-        Err(SendError::BodyNotAllowed(self.response.borrow().status()))
+        Err(SendError::BodyNotAllowed(self.resp().borrow().status()))
     }
 
     /// Whether `100 Continue` must precede the head being sent now: the client asked for it,
@@ -671,7 +684,7 @@ impl ServerConnection {
             && !self.continue_sent.get()
             && !self.responding.get()
             && !matches!(framing, Framing::None | Framing::Length(0))
-            && self.response.borrow().status().is_success()
+            && self.resp().borrow().status().is_success()
             && self.request.borrow().expects_continue()
     }
 
@@ -694,7 +707,7 @@ impl ServerConnection {
         }
         if !self.headers_sent.get() {
             {
-                let mut r = self.response.borrow_mut();
+                let mut r = self.resp().borrow_mut();
                 if r.content_length().is_none()
                     && !r.is_chunked_transfer_encoding()
                     && r.status().allows_body()
@@ -746,7 +759,7 @@ impl ServerConnection {
     pub fn complete_with_trailers(&self, trailers: &[(&str, &str)]) -> Result<(), SendError> {
         let core = self.live_core()?;
         let chunked = self.output.borrow().framing == Some(Framing::Chunked)
-            || (!self.headers_sent.get() && self.response.borrow().is_chunked_transfer_encoding());
+            || (!self.headers_sent.get() && self.resp().borrow().is_chunked_transfer_encoding());
         if !chunked || self.complete.get() {
             return self.complete();
         }
@@ -791,7 +804,7 @@ impl ServerConnection {
             return Ok(());
         }
         {
-            let mut r = self.response.borrow_mut();
+            let mut r = self.resp().borrow_mut();
             r.set_status(status);
             if !content_type.is_empty() {
                 r.set_content_type(content_type);
@@ -845,7 +858,7 @@ impl ServerConnection {
         if !facts.plain_http11 || !facts.keep_alive {
             return false;
         }
-        if !self.response.borrow().is_untouched() || core.closes_after(self) {
+        if !self.resp().borrow().is_untouched() || core.closes_after(self) {
             return false;
         }
         let now = core.now();
@@ -864,11 +877,12 @@ impl ServerConnection {
             core.socket_uncork_if(corked);
             return false;
         }
+        // Described in `response` only if something looks (see `direct_status`).
+        self.direct_status.set(Some(status));
         {
-            let mut r = self.response.borrow_mut();
-            r.set_status(status);
-            r.set_clean_content_type(content_type);
-            r.set_content_length(len);
+            let mut ty = self.direct_type.borrow_mut();
+            ty.clear();
+            ty.push_str(content_type);
         }
         self.headers_sent.set(true);
         {
@@ -923,7 +937,7 @@ impl ServerConnection {
 
     pub(crate) fn take_adapter(&self) -> Option<Box<dyn super::adapter::ConnectionAdapter>> {
         let adapter = self.adapter.borrow_mut().take()?;
-        if self.response.borrow().status() == StatusCode::SWITCHING_PROTOCOLS
+        if self.resp().borrow().status() == StatusCode::SWITCHING_PROTOCOLS
             && self.headers_sent.get()
         {
             Some(adapter)
@@ -955,6 +969,28 @@ impl ServerConnection {
 
     pub(crate) fn core(&self) -> Option<Rc<ConnCore>> {
         self.core.borrow().upgrade()
+    }
+
+    /// The response, first described in full if `respond_direct` left that for later: whoever
+    /// reads it sees what the general path would have left.
+    #[inline]
+    fn resp(&self) -> &RefCell<Response> {
+        if self.direct_status.get().is_some() {
+            self.describe_direct_response();
+        }
+        &self.response
+    }
+
+    #[cold]
+    fn describe_direct_response(&self) {
+        let Some(status) = self.direct_status.take() else {
+            return;
+        };
+        let len = self.output.borrow().sent;
+        let mut r = self.response.borrow_mut();
+        r.set_status(status);
+        r.set_clean_content_type(&self.direct_type.borrow());
+        r.set_content_length(len);
     }
 
     fn live_core(&self) -> Result<Rc<ConnCore>, SendError> {
@@ -1123,8 +1159,8 @@ impl ServerConnection {
             return;
         }
         if !self.headers_sent.get() {
-            self.response.borrow_mut().reset();
-            self.response.borrow_mut().set_keep_alive(false);
+            self.resp().borrow_mut().reset();
+            self.resp().borrow_mut().set_keep_alive(false);
             let _ = self.respond(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "text/plain",
@@ -1161,7 +1197,7 @@ impl ServerConnection {
                 self.request.borrow().method_str(),
                 self.request.borrow().path()
             );
-            self.response.borrow_mut().reset();
+            self.resp().borrow_mut().reset();
             let _ = self.respond(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "text/plain",
