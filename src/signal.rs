@@ -43,13 +43,18 @@ pub struct Signal<F: ?Sized> {
     /// clones handed out to a previous user. `None` until something needs the list (an
     /// attach, a clone): most signals of a pooled request object never get a slot, and then
     /// creating, emitting and renewing them touches no heap memory at all.
-    slots: RefCell<Option<Rc<Slots<F>>>>,
+    ///
+    /// A `Cell`, not a `RefCell`: the list is taken out and put back around the few statements
+    /// that look at it (none runs a slot or drops one), so a signal without a list is seen with
+    /// one load, where a `RefCell` needed its borrow flag checked, set and restored. A request
+    /// object asks this of its signals several times per request.
+    slots: Cell<Option<Rc<Slots<F>>>>,
 }
 
 impl<F: ?Sized> Clone for Signal<F> {
     fn clone(&self) -> Self {
         Signal {
-            slots: RefCell::new(Some(self.shared())),
+            slots: Cell::new(Some(self.shared())),
         }
     }
 }
@@ -70,7 +75,7 @@ impl<F: ?Sized> Signal<F> {
     /// A signal with no slots.
     pub const fn new() -> Self {
         Signal {
-            slots: RefCell::new(None),
+            slots: Cell::new(None),
         }
     }
 
@@ -85,17 +90,27 @@ impl<F: ?Sized> Signal<F> {
 
     /// The slot list, created on first need (clones must share one).
     fn shared(&self) -> Rc<Slots<F>> {
-        if let Some(slots) = &*self.slots.borrow() {
-            return slots.clone();
+        if let Some(slots) = self.existing() {
+            return slots;
         }
         let slots = Self::fresh_slots();
-        *self.slots.borrow_mut() = Some(slots.clone());
+        self.slots.set(Some(slots.clone()));
         slots
     }
 
     /// The slot list if it exists yet.
     fn existing(&self) -> Option<Rc<Slots<F>>> {
-        self.slots.borrow().clone()
+        self.peek(|slots| slots.clone())
+    }
+
+    /// Runs `look` with the slot list, if it exists, taken out for the call. `look` must not
+    /// run or drop a slot (code that could reach this signal); it only reads.
+    #[inline]
+    fn peek<R>(&self, look: impl FnOnce(&Rc<Slots<F>>) -> R) -> Option<R> {
+        let slots = self.slots.take()?;
+        let seen = look(&slots);
+        self.slots.set(Some(slots));
+        Some(seen)
     }
 
     /// Detaches every slot and, if clones of this signal exist, disconnects them: later
@@ -103,29 +118,24 @@ impl<F: ?Sized> Signal<F> {
     /// handed to its next user.
     #[inline]
     pub fn renew(&self) {
-        if matches!(self.slots.try_borrow().as_deref(), Ok(None)) {
+        let Some(slots) = self.slots.take() else {
             return; // never attached to nor cloned: the common case, kept inline
-        }
-        self.renew_existing();
+        };
+        self.renew_existing(slots);
     }
 
-    fn renew_existing(&self) {
-        let shared = {
-            let slots = self.slots.borrow();
-            let Some(slots) = &*slots else {
-                return; // never attached to nor cloned
-            };
-            let shared = Rc::strong_count(slots) > 1;
-            if !shared && slots.entries.borrow().is_empty() {
-                // The common case for a pooled object: nothing was ever attached.
-                return;
-            }
-            shared
-        };
-        if shared {
-            // A fresh list is made when next needed.
-            *self.slots.borrow_mut() = None;
-        } else {
+    /// `slots` was taken out of `self` by `renew`.
+    fn renew_existing(&self, slots: Rc<Slots<F>>) {
+        if Rc::strong_count(&slots) > 1 {
+            // Shared with a clone: left to it (not the last reference, so no slot is dropped
+            // here). A fresh list is made when next needed.
+            drop(slots);
+            return;
+        }
+        let empty = slots.entries.borrow().is_empty();
+        // Back in place before any slot is dropped: its captures may reach this signal.
+        self.slots.set(Some(slots));
+        if !empty {
             self.clear();
         }
     }
@@ -181,7 +191,7 @@ impl<F: ?Sized> Signal<F> {
 
     /// Number of attached slots.
     pub fn len(&self) -> usize {
-        self.slots.borrow().as_ref().map_or(0, |slots| {
+        self.peek(|slots| {
             slots
                 .entries
                 .borrow()
@@ -189,19 +199,23 @@ impl<F: ?Sized> Signal<F> {
                 .filter(|e| e.alive.get())
                 .count()
         })
+        .unwrap_or(0)
     }
 
     /// True when another handle (a clone) shares these slots.
     pub fn is_shared(&self) -> bool {
-        self.slots
-            .borrow()
-            .as_ref()
-            .is_some_and(|slots| Rc::strong_count(slots) > 1)
+        self.peek(|slots| Rc::strong_count(slots) > 1)
+            .unwrap_or(false)
     }
 
     /// True when no slot is attached.
+    #[inline]
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        // Stops at the first live slot (the server asks this of its `connection` signal once
+        // per request).
+        !self
+            .peek(|slots| slots.entries.borrow().iter().any(|e| e.alive.get()))
+            .unwrap_or(false)
     }
 
     /// Calls `call` with each slot, in the order they were attached. `call` receives the slot
@@ -210,21 +224,24 @@ impl<F: ?Sized> Signal<F> {
     pub fn emit(&self, call: impl FnMut(&mut F)) -> usize {
         // Most signals of a request never get a slot: their list was never created, which
         // one inlined test shows without a call.
-        if matches!(self.slots.try_borrow().as_deref(), Ok(None)) {
+        let Some(slots) = self.slots.take() else {
             return 0;
-        }
-        self.emit_slots(call)
+        };
+        self.emit_slots(slots, call)
     }
 
-    fn emit_slots(&self, mut call: impl FnMut(&mut F)) -> usize {
-        // Held for the whole emission: a slot may renew this signal while it runs.
-        let slots = match &*self.slots.borrow() {
-            Some(slots) if !slots.entries.borrow().is_empty() => slots.clone(),
-            _ => return 0,
-        };
-        let slots = &slots;
+    /// `slots` was taken out of `self` by `emit`.
+    fn emit_slots(&self, slots: Rc<Slots<F>>, mut call: impl FnMut(&mut F)) -> usize {
         // Slots attached during this emission are left for the next one.
         let end = slots.entries.borrow().len();
+        if end == 0 {
+            self.slots.set(Some(slots));
+            return 0;
+        }
+        // Back in place before any slot runs; this reference is held for the whole emission:
+        // a slot may renew this signal while it runs.
+        self.slots.set(Some(slots.clone()));
+        let slots = &slots;
         slots.emitting.set(slots.emitting.get() + 1);
         // Restores the depth even if a slot panics, so the signal stays usable afterwards.
         struct Depth<'a, F: ?Sized>(&'a Rc<Slots<F>>);
@@ -399,6 +416,53 @@ mod tests {
         sig.emit(|f| f(0));
         // Slot 1 is running when the nested emission happens, so only slot 2 sees depth 1.
         assert_eq!(*log.borrow(), vec![0, 11, 10]);
+    }
+
+    #[test]
+    fn a_slot_renews_its_own_signal_while_it_runs() {
+        let sig: Rc<Signal<dyn FnMut()>> = Rc::new(Signal::new());
+        let calls = Rc::new(Cell::new(0));
+        let (s, c) = (sig.clone(), calls.clone());
+        sig.attach(move || {
+            c.set(c.get() + 1);
+            s.renew();
+        });
+        let c = calls.clone();
+        sig.attach(move || c.set(c.get() + 10));
+        // The emission in progress finishes over the list it started with; the signal has
+        // a fresh, empty one afterwards.
+        assert_eq!(sig.emit(|f| f()), 2);
+        assert_eq!(calls.get(), 11);
+        assert!(sig.is_empty());
+        assert_eq!(sig.emit(|f| f()), 0);
+    }
+
+    #[test]
+    fn a_dropped_slot_may_reach_its_signal() {
+        // A slot's captures are dropped by renew/clear; their Drop may use the signal.
+        struct Touch(Rc<Signal<dyn FnMut()>>, Rc<Cell<usize>>);
+        impl Drop for Touch {
+            fn drop(&mut self) {
+                self.1.set(self.0.len() + 100);
+                self.0.attach(|| {});
+            }
+        }
+        let sig: Rc<Signal<dyn FnMut()>> = Rc::new(Signal::new());
+        let seen = Rc::new(Cell::new(0));
+        let touch = Touch(sig.clone(), seen.clone());
+        sig.attach(move || {
+            let _ = &touch;
+        });
+        sig.renew();
+        assert_eq!(seen.get(), 100, "its Drop saw the signal without the slot");
+        assert_eq!(sig.len(), 1, "and attached another");
+        assert!(!sig.is_shared());
+        let clone = sig.as_ref().clone();
+        assert!(sig.is_shared());
+        sig.renew();
+        assert!(!sig.is_shared(), "a renewal cuts the clone off");
+        assert_eq!(clone.len(), 1);
+        assert!(sig.is_empty());
     }
 
     #[test]

@@ -323,10 +323,15 @@ impl ConnCore {
     /// True when no request will follow `ex` on this connection, so its response should say
     /// `Connection: close`. Earlier pipelined responses keep the connection open: closing after
     /// them would drop the requests behind them.
+    #[inline]
     pub(crate) fn closes_after(&self, ex: &ServerConnection) -> bool {
         if !(self.draining.get() || self.server.is_stopping()) {
             return false;
         }
+        self.is_last_in_line(ex)
+    }
+
+    fn is_last_in_line(&self, ex: &ServerConnection) -> bool {
         self.with_st(|s| {
             s.pipeline
                 .borrow()
@@ -525,17 +530,21 @@ impl ConnCore {
                         self.phase.set(Phase::Discard);
                         continue;
                     }
-                    if self.must_wait_before_next_request() {
+                    // One look at the busy state for the pipeline bound, the parse and the
+                    // request's place in line (it is let go before application code runs).
+                    let st = self.st();
+                    if self.must_wait_with(&st) {
                         break;
                     }
-                    match self.parse_head(&buf[pos..]) {
+                    match self.parse_head(&st, &buf[pos..]) {
                         Ok(Some((len, kind, ex))) => {
                             pos += len;
                             self.input_ahead.set(pos < buf.len());
-                            self.start_request(ex, kind);
+                            self.start_request(st, ex, kind);
                         }
                         Ok(None) => break,
                         Err(e) => {
+                            drop(st);
                             self.reject(&e);
                             pos = buf.len();
                         }
@@ -585,7 +594,14 @@ impl ConnCore {
     /// The pipeline is full, or the output queue is over its high-water mark: stop taking new
     /// requests until responses drain (backpressure instead of unbounded buffering).
     fn must_wait_before_next_request(&self) -> bool {
-        self.pipeline_len() >= self.st().config.max_pipelined
+        self.must_wait_with(&self.st())
+    }
+
+    /// [`must_wait_before_next_request`](Self::must_wait_before_next_request) with the busy
+    /// state at hand.
+    #[inline]
+    fn must_wait_with(&self, st: &ConnState) -> bool {
+        st.pipeline.borrow().len() >= st.config.max_pipelined
             || self.socket.is_over_high_water()
             || self.app_paused.get()
     }
@@ -593,9 +609,9 @@ impl ConnCore {
     #[allow(clippy::type_complexity)]
     fn parse_head(
         &self,
+        st: &ConnState,
         buf: &[u8],
     ) -> Result<Option<(usize, BodyKind, Rc<ServerConnection>)>, HttpError> {
-        let st = self.st();
         let ex = st
             .next
             .borrow_mut()
@@ -623,11 +639,14 @@ impl ConnCore {
         }
     }
 
-    fn start_request(&self, ex: Rc<ServerConnection>, kind: BodyKind) {
+    /// Puts the request `ex` just parsed in line and hands it to the application. `st` is the
+    /// busy state the caller looked at; it is let go before any application code runs.
+    fn start_request(&self, st: Ref<'_, ConnState>, ex: Rc<ServerConnection>, kind: BodyKind) {
         self.first_request.set(false);
         ex.attach_core(self.me.clone());
         if let BodyKind::Length(n) = kind {
-            if n > self.st().config.max_body_size {
+            if n > st.config.max_body_size {
+                drop(st);
                 let e = HttpError {
                     status: StatusCode::PAYLOAD_TOO_LARGE,
                     reason: "request body larger than the server's limit",
@@ -638,30 +657,29 @@ impl ConnCore {
             }
         }
         let body_done = matches!(kind, BodyKind::None | BodyKind::Length(0));
-        let keep_alive = ex.request().keep_alive();
-        if body_done && ex.request().is_upgrade() {
+        let facts = ex.note_request_facts();
+        if body_done && facts.upgrade {
             // Bytes after this request may belong to another protocol: stop parsing HTTP until
             // the application decided.
             self.phase.set(Phase::UpgradePending);
         }
         {
-            let st = self.st();
             let mut pipeline = st.pipeline.borrow_mut();
             if pipeline.is_empty() {
                 ex.set_head(true);
             }
             pipeline.push_back(ex.clone());
         }
-        if !keep_alive {
+        if !facts.keep_alive {
             // The client said this is its last request.
             self.draining.set(true);
         }
         if body_done {
+            drop(st);
             // Complete before the application sees it: answering from the handler must not
             // look like answering before the body was read.
             self.request_read(&ex);
         } else {
-            let st = self.st();
             ex.start_body(kind, st.config.body_limits);
             st.body_received.set(0);
             *st.body_exchange.borrow_mut() = Some(ex.clone());
@@ -809,7 +827,7 @@ impl ConnCore {
     /// All of `ex`'s request has been read.
     fn request_read(&self, ex: &ServerConnection) {
         ex.mark_request_complete();
-        if !ex.request().keep_alive() {
+        if !ex.request_facts().keep_alive {
             self.client_done.set(true);
         }
     }
@@ -828,6 +846,9 @@ impl ConnCore {
         self.st().head_started.set(None);
         let ex = self.server.take_exchange();
         ex.attach_core(self.me.clone());
+        // Of the empty request the exchange holds: what the response path asks of it is
+        // then answered as it always was.
+        ex.note_request_facts();
         ex.mark_request_complete();
         {
             let st = self.st();
@@ -908,17 +929,23 @@ impl ConnCore {
 
     // ---- the pipeline ----------------------------------------------------------------------
 
+    /// `ex`'s response is complete. If it is first in line it leaves the line, and the
+    /// responses behind it move up.
     pub(crate) fn on_exchange_complete(&self, ex: &ServerConnection) {
-        let is_front = self
-            .with_st(|s| {
-                s.pipeline
-                    .borrow()
-                    .front()
-                    .is_some_and(|f| std::ptr::eq(&**f, ex))
+        // Popped in the same borrow that finds it first in line: the usual case (one request
+        // in line, answered) then looks at the line once.
+        let popped = self
+            .with_st(|st| {
+                let mut pipeline = st.pipeline.borrow_mut();
+                if pipeline.front().is_some_and(|f| std::ptr::eq(&**f, ex)) {
+                    pipeline.pop_front().map(|f| (f, pipeline.is_empty()))
+                } else {
+                    None
+                }
             })
-            .unwrap_or(false);
-        if is_front {
-            self.advance_pipeline();
+            .flatten();
+        if let Some((front, now_empty)) = popped {
+            self.advance_pipeline(front, now_empty);
         }
     }
 
@@ -931,27 +958,14 @@ impl ConnCore {
         }
     }
 
-    fn advance_pipeline(&self) {
-        // Whether the last pop left the pipeline empty (the usual case: one request in line),
-        // which saves looking again.
-        let mut emptied = false;
+    /// Retires `front`, just taken off the line (`now_empty`: it was the last one), then every
+    /// complete response behind it, and promotes the first incomplete one.
+    fn advance_pipeline(&self, mut front: Rc<ServerConnection>, mut now_empty: bool) {
         loop {
-            let popped = self.with_st(|st| {
-                let mut pipeline = st.pipeline.borrow_mut();
-                match pipeline.front() {
-                    Some(f) if f.is_complete() => pipeline
-                        .pop_front()
-                        .map(|front| (front, pipeline.is_empty())),
-                    _ => None,
-                }
-            });
-            let Some(Some((front, now_empty))) = popped else {
-                break;
-            };
             front.set_head(false);
             let close_after = front.close_after();
             let adapter = front.take_adapter();
-            let was_upgrade = front.request().is_upgrade();
+            let was_upgrade = front.request_facts().upgrade;
             self.server.recycle_exchange(front);
             if let Some(adapter) = adapter {
                 self.enter_upgraded(adapter);
@@ -967,15 +981,27 @@ impl ConnCore {
                 return;
             }
             if now_empty {
-                emptied = true;
                 break;
             }
             let next = self.pipeline_front();
             if let Some(next) = next {
                 next.promote(self);
             }
+            let popped = self.with_st(|st| {
+                let mut pipeline = st.pipeline.borrow_mut();
+                match pipeline.front() {
+                    Some(f) if f.is_complete() => pipeline
+                        .pop_front()
+                        .map(|front| (front, pipeline.is_empty())),
+                    _ => None,
+                }
+            });
+            let Some(Some((next, emptied))) = popped else {
+                break;
+            };
+            (front, now_empty) = (next, emptied);
         }
-        if emptied || self.pipeline_len() == 0 {
+        if now_empty || self.pipeline_len() == 0 {
             self.idle_since.set(self.now());
         }
         self.maybe_close_when_idle();
@@ -989,8 +1015,18 @@ impl ConnCore {
     }
 
     /// Closes once nothing is outstanding, if no further request can come.
+    #[inline]
     fn maybe_close_when_idle(&self) {
-        if self.closed.get() || self.processing.get() || self.pipeline_len() > 0 {
+        // Inside `process` (every request's dispatch, and responses given from the handler)
+        // the caller looks again once the read is parsed.
+        if self.closed.get() || self.processing.get() {
+            return;
+        }
+        self.maybe_close_when_idle_now();
+    }
+
+    fn maybe_close_when_idle_now(&self) {
+        if self.pipeline_len() > 0 {
             return;
         }
         if self.phase.get() == Phase::Body {
@@ -1456,7 +1492,11 @@ mod tests {
             } else {
                 b"hi"
             };
+            // A handle to the response taken before it was written reads it afterwards.
+            let early = conn.response();
             conn.respond(StatusCode::OK, "text/plain", body).unwrap();
+            assert_eq!(early.get("Content-Type").as_deref(), Some("text/plain"));
+            assert_eq!(early.status(), StatusCode::OK);
             // Whichever path wrote it, the response reads the same afterwards.
             conn.response().with(|r| {
                 assert_eq!(r.content_length(), Some(body.len() as u64));

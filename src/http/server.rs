@@ -497,12 +497,19 @@ impl ServerShared {
     }
 
     /// Puts an exchange back for reuse if nobody else holds it; otherwise lets it go.
+    #[inline]
     pub(crate) fn recycle_exchange(&self, ex: Rc<ServerConnection>) {
         // Only the last strong reference may recycle (the object's own `Weak` to itself, used
         // by `defer()`, does not count), and never while the application holds a handle.
+        // Called twice per request and refused once (the first call meets a reference still
+        // held further up): the test is inline, the work is not.
         if ex.has_app_refs() || Rc::strong_count(&ex) != 1 {
             return;
         }
+        self.pool_exchange(ex);
+    }
+
+    fn pool_exchange(&self, ex: Rc<ServerConnection>) {
         ex.reset();
         let mut pool = self.exchange_pool.borrow_mut();
         if pool.len() < EXCHANGE_POOL_MAX {

@@ -118,6 +118,18 @@ struct Output {
     buffered_bytes: usize,
 }
 
+/// Answers about a request head that dispatch and `respond()` would otherwise each work out
+/// again from the fields (`Request::keep_alive` alone was asked three times per request).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RequestFacts {
+    /// [`Request::keep_alive`].
+    pub keep_alive: bool,
+    /// [`Request::is_upgrade`].
+    pub upgrade: bool,
+    /// HTTP/1.1 and not `HEAD`: the head `respond_direct`'s cache stands for.
+    pub plain_http11: bool,
+}
+
 #[cfg(test)]
 thread_local! {
     /// Responses `respond_direct` wrote on this thread, so tests can tell which path ran.
@@ -135,10 +147,20 @@ pub struct ServerConnection {
     body_decoder: RefCell<super::body::BodyDecoder>,
     /// Scans this request's head while it arrives (it may take several reads).
     head_parser: RefCell<super::decode::HeadParser>,
+    /// Read through [`resp`](Self::resp), except where no direct response can be pending.
     response: RefCell<Response>,
+    /// `respond_direct` wrote a response without describing it in `response` (storing the
+    /// content type as a header field cost more than the rest of the fast path): its status
+    /// is here, its content type in `direct_type`, its length in `output`, until something
+    /// looks at `response`. Almost nothing does after a whole response was written.
+    direct_status: Cell<Option<StatusCode>>,
+    direct_type: RefCell<String>,
     output: RefCell<Output>,
-    responder: RefCell<Option<Box<dyn ServerResponder>>>,
-    adapter: RefCell<Option<Box<dyn super::adapter::ConnectionAdapter>>>,
+    /// Taken out while it runs (see `with_responder`). `Cell`s rather than `RefCell`s: they
+    /// are only ever moved in and out whole, and a `Cell` tells "none" (every request without
+    /// a factory) with one load instead of a borrow flag round trip.
+    responder: Cell<Option<Box<dyn ServerResponder>>>,
+    adapter: Cell<Option<Box<dyn super::adapter::ConnectionAdapter>>>,
     app_refs: Cell<usize>,
     /// First in line: writes go straight to the socket.
     is_head: Cell<bool>,
@@ -152,6 +174,9 @@ pub struct ServerConnection {
     continue_sent: Cell<bool>,
     /// `respond()` is writing a whole response: it finishes as soon as the head is out.
     responding: Cell<bool>,
+    /// What the dispatch and the response ask of the request head, noted once when the head
+    /// is complete (it does not change afterwards; see [`RequestFacts`]).
+    facts: Cell<RequestFacts>,
     /// Chunks of the request body, borrowed for the call: icey's `Payload` signal.
     pub payload: PayloadSignal,
     /// The whole request (head, body, trailers) has arrived.
@@ -224,58 +249,61 @@ impl fmt::Debug for ServerConnectionPtr {
 /// Lets a response setter chain be written as in icey: `conn.response().set_status(..)`.
 /// Each call borrows the response only for its own duration, so holding this value never
 /// blocks `send_header()`.
-pub struct ResponseRef<'a>(&'a RefCell<Response>);
+pub struct ResponseRef<'a>(&'a ServerConnection);
 
 impl ResponseRef<'_> {
     /// See [`Response::set_status`].
     pub fn set_status(&self, status: StatusCode) -> &Self {
-        self.0.borrow_mut().set_status(status);
+        self.0.resp().borrow_mut().set_status(status);
         self
     }
     /// See [`Response::set_reason`].
     pub fn set_reason(&self, reason: &str) -> &Self {
-        self.0.borrow_mut().set_reason(reason);
+        self.0.resp().borrow_mut().set_reason(reason);
         self
     }
     /// See [`Response::set_content_type`].
     pub fn set_content_type(&self, content_type: &str) -> &Self {
-        self.0.borrow_mut().set_content_type(content_type);
+        self.0.resp().borrow_mut().set_content_type(content_type);
         self
     }
     /// See [`Response::set_content_length`].
     pub fn set_content_length(&self, len: u64) -> &Self {
-        self.0.borrow_mut().set_content_length(len);
+        self.0.resp().borrow_mut().set_content_length(len);
         self
     }
     /// See [`Response::set_chunked_transfer_encoding`].
     pub fn set_chunked_transfer_encoding(&self, chunked: bool) -> &Self {
-        self.0.borrow_mut().set_chunked_transfer_encoding(chunked);
+        self.0
+            .resp()
+            .borrow_mut()
+            .set_chunked_transfer_encoding(chunked);
         self
     }
     /// See [`Response::set_keep_alive`].
     pub fn set_keep_alive(&self, keep_alive: bool) -> &Self {
-        self.0.borrow_mut().set_keep_alive(keep_alive);
+        self.0.resp().borrow_mut().set_keep_alive(keep_alive);
         self
     }
     /// See [`Response::set`]. Returns false (and sets nothing) for an invalid field.
     pub fn set(&self, name: &str, value: &str) -> bool {
-        self.0.borrow_mut().set(name, value)
+        self.0.resp().borrow_mut().set(name, value)
     }
     /// See [`Response::add`].
     pub fn add(&self, name: &str, value: &str) -> bool {
-        self.0.borrow_mut().add(name, value)
+        self.0.resp().borrow_mut().add(name, value)
     }
     /// The status set so far.
     pub fn status(&self) -> StatusCode {
-        self.0.borrow().status()
+        self.0.resp().borrow().status()
     }
     /// A copy of a field's first value.
     pub fn get(&self, name: &str) -> Option<String> {
-        self.0.borrow().get(name).map(str::to_owned)
+        self.0.resp().borrow().get(name).map(str::to_owned)
     }
     /// Runs `f` with the response itself, for anything not covered above.
     pub fn with<R>(&self, f: impl FnOnce(&mut Response) -> R) -> R {
-        f(&mut self.0.borrow_mut())
+        f(&mut self.0.resp().borrow_mut())
     }
 }
 
@@ -292,9 +320,11 @@ impl ServerConnection {
                 super::body::BodyLimits::default(),
             )),
             response: RefCell::new(Response::new()),
+            direct_status: Cell::new(None),
+            direct_type: RefCell::new(String::new()),
             output: RefCell::new(Output::default()),
-            responder: RefCell::new(None),
-            adapter: RefCell::new(None),
+            responder: Cell::new(None),
+            adapter: Cell::new(None),
             app_refs: Cell::new(0),
             is_head: Cell::new(false),
             headers_sent: Cell::new(false),
@@ -304,6 +334,7 @@ impl ServerConnection {
             close_fired: Cell::new(false),
             continue_sent: Cell::new(false),
             responding: Cell::new(false),
+            facts: Cell::new(RequestFacts::default()),
             payload: Signal::new(),
             request_complete_signal: Signal::new(),
             close: Signal::new(),
@@ -319,6 +350,7 @@ impl ServerConnection {
         self.head_parser.borrow_mut().reset();
         self.trailers.borrow_mut().clear();
         self.response.borrow_mut().reset();
+        self.direct_status.set(None);
         {
             let mut out = self.output.borrow_mut();
             let buffered = out.buffered.take();
@@ -327,8 +359,9 @@ impl ServerConnection {
                 pool::give_queue(q);
             }
         }
-        *self.responder.borrow_mut() = None;
-        *self.adapter.borrow_mut() = None;
+        // Taken out before they are dropped: their Drop may call back into this object.
+        drop(self.responder.take());
+        drop(self.adapter.take());
         self.app_refs.set(0);
         for flag in [
             &self.is_head,
@@ -372,6 +405,24 @@ impl ServerConnection {
             .parse_request(buf, limits, &mut req)
     }
 
+    /// Works out and keeps the [`RequestFacts`] of the head now in `request`. Called once the
+    /// head is complete, before anything reads the facts.
+    pub(crate) fn note_request_facts(&self) -> RequestFacts {
+        let req = self.request.borrow();
+        let facts = RequestFacts {
+            keep_alive: req.keep_alive(),
+            upgrade: req.is_upgrade(),
+            plain_http11: req.version() == Version::Http11 && req.method() != Method::Head,
+        };
+        self.facts.set(facts);
+        facts
+    }
+
+    /// The facts noted by [`note_request_facts`](Self::note_request_facts).
+    pub(crate) fn request_facts(&self) -> RequestFacts {
+        self.facts.get()
+    }
+
     pub(crate) fn body_decoder(&self) -> std::cell::RefMut<'_, super::body::BodyDecoder> {
         self.body_decoder.borrow_mut()
     }
@@ -401,7 +452,7 @@ impl ServerConnection {
 
     /// The response to fill in before `send_header()`.
     pub fn response(&self) -> ResponseRef<'_> {
-        ResponseRef(&self.response)
+        ResponseRef(self)
     }
 
     /// Another handle to this request: keep it to answer later (on the loop thread).
@@ -485,7 +536,7 @@ impl ServerConnection {
             && framing == Framing::Length(body.len() as u64);
         let now = core.now();
         let mut fill = |out: &mut Vec<u8>| {
-            encode_head(out, &self.response.borrow(), framing, connection, now);
+            encode_head(out, &self.resp().borrow(), framing, connection, now);
             if inline {
                 out.extend_from_slice(body);
             }
@@ -514,7 +565,7 @@ impl ServerConnection {
 
     fn decide_framing(&self, core: &ConnCore) -> (Framing, ConnectionHeader) {
         let req = self.request.borrow();
-        let resp = self.response.borrow();
+        let resp = self.resp().borrow();
         let status = resp.status();
         let http10 = req.version() == Version::Http10;
         let framing = if req.method() == Method::Head || !status.allows_body() {
@@ -532,7 +583,7 @@ impl ServerConnection {
         // (RFC 9110 10.1.1, RFC 9112 9.6).
         let ends_before_body = !self.request_complete.get()
             && (self.responding.get() || matches!(framing, Framing::None | Framing::Length(0)));
-        let keep = req.keep_alive()
+        let keep = self.facts.get().keep_alive
             && resp.keep_alive() != Some(false)
             && !core.closes_after(self)
             && framing != Framing::UntilClose
@@ -624,7 +675,7 @@ impl ServerConnection {
             // HEAD: the body is computed by the application but never sent.
             return Ok(self.flow(core));
         }
-        Err(SendError::BodyNotAllowed(self.response.borrow().status()))
+        Err(SendError::BodyNotAllowed(self.resp().borrow().status()))
     }
 
     /// Whether `100 Continue` must precede the head being sent now: the client asked for it,
@@ -637,7 +688,7 @@ impl ServerConnection {
             && !self.continue_sent.get()
             && !self.responding.get()
             && !matches!(framing, Framing::None | Framing::Length(0))
-            && self.response.borrow().status().is_success()
+            && self.resp().borrow().status().is_success()
             && self.request.borrow().expects_continue()
     }
 
@@ -660,7 +711,7 @@ impl ServerConnection {
         }
         if !self.headers_sent.get() {
             {
-                let mut r = self.response.borrow_mut();
+                let mut r = self.resp().borrow_mut();
                 if r.content_length().is_none()
                     && !r.is_chunked_transfer_encoding()
                     && r.status().allows_body()
@@ -712,7 +763,7 @@ impl ServerConnection {
     pub fn complete_with_trailers(&self, trailers: &[(&str, &str)]) -> Result<(), SendError> {
         let core = self.live_core()?;
         let chunked = self.output.borrow().framing == Some(Framing::Chunked)
-            || (!self.headers_sent.get() && self.response.borrow().is_chunked_transfer_encoding());
+            || (!self.headers_sent.get() && self.resp().borrow().is_chunked_transfer_encoding());
         if !chunked || self.complete.get() {
             return self.complete();
         }
@@ -757,7 +808,7 @@ impl ServerConnection {
             return Ok(());
         }
         {
-            let mut r = self.response.borrow_mut();
+            let mut r = self.resp().borrow_mut();
             r.set_status(status);
             if !content_type.is_empty() {
                 r.set_content_type(content_type);
@@ -807,14 +858,11 @@ impl ServerConnection {
         {
             return false;
         }
-        {
-            let req = self.request.borrow();
-            if req.version() != Version::Http11 || req.method() == Method::Head || !req.keep_alive()
-            {
-                return false;
-            }
+        let facts = self.facts.get();
+        if !facts.plain_http11 || !facts.keep_alive {
+            return false;
         }
-        if !self.response.borrow().is_untouched() || core.closes_after(self) {
+        if !self.resp().borrow().is_untouched() || core.closes_after(self) {
             return false;
         }
         let now = core.now();
@@ -833,11 +881,12 @@ impl ServerConnection {
             core.socket_uncork_if(corked);
             return false;
         }
+        // Described in `response` only if something looks (see `direct_status`).
+        self.direct_status.set(Some(status));
         {
-            let mut r = self.response.borrow_mut();
-            r.set_status(status);
-            r.set_clean_content_type(content_type);
-            r.set_content_length(len);
+            let mut ty = self.direct_type.borrow_mut();
+            ty.clear();
+            ty.push_str(content_type);
         }
         self.headers_sent.set(true);
         {
@@ -886,13 +935,13 @@ impl ServerConnection {
         if self.complete.get() {
             return Err(SendError::ResponseComplete);
         }
-        *self.adapter.borrow_mut() = Some(adapter);
+        self.adapter.set(Some(adapter));
         Ok(())
     }
 
     pub(crate) fn take_adapter(&self) -> Option<Box<dyn super::adapter::ConnectionAdapter>> {
-        let adapter = self.adapter.borrow_mut().take()?;
-        if self.response.borrow().status() == StatusCode::SWITCHING_PROTOCOLS
+        let adapter = self.adapter.take()?;
+        if self.resp().borrow().status() == StatusCode::SWITCHING_PROTOCOLS
             && self.headers_sent.get()
         {
             Some(adapter)
@@ -924,6 +973,28 @@ impl ServerConnection {
 
     pub(crate) fn core(&self) -> Option<Rc<ConnCore>> {
         self.core.borrow().upgrade()
+    }
+
+    /// The response, first described in full if `respond_direct` left that for later: whoever
+    /// reads it sees what the general path would have left.
+    #[inline]
+    fn resp(&self) -> &RefCell<Response> {
+        if self.direct_status.get().is_some() {
+            self.describe_direct_response();
+        }
+        &self.response
+    }
+
+    #[cold]
+    fn describe_direct_response(&self) {
+        let Some(status) = self.direct_status.take() else {
+            return;
+        };
+        let len = self.output.borrow().sent;
+        let mut r = self.response.borrow_mut();
+        r.set_status(status);
+        r.set_clean_content_type(&self.direct_type.borrow());
+        r.set_content_length(len);
     }
 
     fn live_core(&self) -> Result<Rc<ConnCore>, SendError> {
@@ -1048,23 +1119,21 @@ impl ServerConnection {
     }
 
     pub(crate) fn set_responder(&self, r: Option<Box<dyn ServerResponder>>) {
-        *self.responder.borrow_mut() = r;
+        self.responder.set(r);
     }
 
     /// Calls the responder (if any) with this connection; the responder is taken out while
     /// it runs so that it may call back into this object.
     #[inline]
     pub(crate) fn with_responder(&self, f: impl FnOnce(&mut dyn ServerResponder, &Self)) {
-        if matches!(self.responder.try_borrow().as_deref(), Ok(None)) {
+        let Some(mut r) = self.responder.take() else {
             return;
-        }
-        let taken = self.responder.borrow_mut().take();
-        if let Some(mut r) = taken {
-            f(&mut *r, self);
-            let mut slot = self.responder.borrow_mut();
-            if slot.is_none() && !self.close_fired.get() {
-                *slot = Some(r);
-            }
+        };
+        f(&mut *r, self);
+        // Back unless it was replaced meanwhile or the connection closed (then dropped here).
+        match self.responder.take() {
+            None if !self.close_fired.get() => self.responder.set(Some(r)),
+            replaced => self.responder.set(replaced),
         }
     }
 
@@ -1077,8 +1146,7 @@ impl ServerConnection {
         if self.close_fired.replace(true) {
             return;
         }
-        let taken = self.responder.borrow_mut().take();
-        if let Some(mut r) = taken {
+        if let Some(mut r) = self.responder.take() {
             r.on_close(self);
         }
         self.close.emit(|f| f(self));
@@ -1092,8 +1160,8 @@ impl ServerConnection {
             return;
         }
         if !self.headers_sent.get() {
-            self.response.borrow_mut().reset();
-            self.response.borrow_mut().set_keep_alive(false);
+            self.resp().borrow_mut().reset();
+            self.resp().borrow_mut().set_keep_alive(false);
             let _ = self.respond(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "text/plain",
@@ -1106,13 +1174,18 @@ impl ServerConnection {
 
     /// Called when the application may no longer hold this request: if its response is
     /// unfinished and nobody can finish it, finish it here.
+    #[inline]
     pub(crate) fn check_abandoned(&self) {
-        if self.app_refs.get() > 0
-            || !self.request_complete.get()
-            || self.complete.get()
-            || self.close_fired.get()
-            || !self.drain.is_empty()
-        {
+        // Twice per request (after the handlers, and when the library's own handle goes), and
+        // nearly always answered by the first two tests: kept inline, the rest out of line.
+        if self.app_refs.get() > 0 || self.complete.get() {
+            return;
+        }
+        self.check_abandoned_unanswered();
+    }
+
+    fn check_abandoned_unanswered(&self) {
+        if !self.request_complete.get() || self.close_fired.get() || !self.drain.is_empty() {
             return;
         }
         let Some(core) = self.core() else { return };
@@ -1125,7 +1198,7 @@ impl ServerConnection {
                 self.request.borrow().method_str(),
                 self.request.borrow().path()
             );
-            self.response.borrow_mut().reset();
+            self.resp().borrow_mut().reset();
             let _ = self.respond(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "text/plain",
