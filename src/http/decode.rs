@@ -17,7 +17,10 @@ use std::mem::MaybeUninit;
 
 use crate::http::headers::{list_elements, trim_ows, FieldBlock, Headers};
 use crate::http::method::{is_tchar, is_token, Method};
-use crate::http::request::{analyze_target, Request, Summary, TargetForm, TargetParts, Version};
+use crate::http::request::{
+    analyze_target, Request, Summary, TargetForm, TargetParts, Version, FACT_CHUNKED, FACT_CLOSE,
+    FACT_CONN_UPGRADE, FACT_EXPECT_CONTINUE, FACT_KEEP_ALIVE, FACT_UPGRADE,
+};
 use crate::http::response_head::ResponseHead;
 use crate::http::status::StatusCode;
 
@@ -510,82 +513,153 @@ fn parse_clean_request_head(
     }
 
     let fields_start = line_len + 2;
-    match parse_clean_fields(&window[fields_start..], max_fields, version, memo, req) {
-        Some(done) => Some(done.map(|(len, kind)| (fields_start + len, kind))),
-        None => {
-            req.clear();
-            None
-        }
-    }
+    let Some(packed) = parse_clean_fields(&window[fields_start..], max_fields, memo, req) else {
+        req.clear();
+        return None;
+    };
+    let (len, facts) = (packed >> 8, packed as u32 & 0xff);
+    Some(finish_clean_request(facts, version, req).map(|kind| (fields_start + len, kind)))
 }
 
 /// "HTTP/1.1" and "HTTP/1.0" as the little-endian words the version is compared with.
 const HTTP_1_1: u64 = u64::from_le_bytes(*b"HTTP/1.1");
 const HTTP_1_0: u64 = u64::from_le_bytes(*b"HTTP/1.0");
 
+// What the fast field loop notes about a head, one bit each, so that it keeps them in one
+// register instead of a `Framing` in memory: the two below, and the summary's `FACT_*` bits. Anything a `Framing` would have to weigh (a body
+// announced, a second or invalid Host) is only marked `FACT_RECHECK`: `Framing` then looks at
+// the recorded fields again, which a head with a body can afford.
+
+/// One valid `Host` field seen.
+const FACT_HOST: u32 = 1;
+/// `Content-Length`, `Transfer-Encoding`, a second `Host` or an invalid one: the fields are
+/// judged again by [`Framing`].
+const FACT_RECHECK: u32 = 2;
 /// The field lines and the final CRLF of [`parse_clean_request_head`] (`fields` starts after
-/// the request-line): each field is recorded and its framing noted as it passes, so the head
-/// is read once, and the fields are copied into the request in one piece at the end. Returns
-/// the length of the field section with its final CRLF. Kept out of line: inlined into
-/// `parse_request`, the loop's values no longer fit in registers and each field costs more
-/// than the call saves.
+/// the request-line): each field is recorded as it passes, so the head is read once, and the
+/// fields are copied into the request in one piece at the end. Returns the length of the
+/// field section with its final CRLF shifted left by 8 and the `FACT_*` bits of its fields
+/// (all below 256) in the low byte: one register, where a pair would be returned in memory.
+/// Kept out of line: inlined into `parse_request`, the loop's values no longer fit in
+/// registers and each field costs more than the call saves.
 #[inline(never)]
 fn parse_clean_fields(
     fields: &[u8],
     max_fields: usize,
-    version: Version,
     memo: &mut HostMemo,
     req: &mut Request,
-) -> Option<Result<(usize, BodyKind), HttpError>> {
-    let mut framing = Framing::default();
+) -> Option<usize> {
     let mut block = req.headers_mut().block();
-    let len = clean_field_lines(fields, max_fields, &mut block, memo, &mut framing)?;
+    let (len, facts) = clean_field_lines(fields, max_fields, &mut block, memo)?;
     block.finish(&fields[..len]);
-    let kind = if framing.host_fields == 1
-        && !framing.host_invalid
-        && !framing.content_length_seen
-        && !framing.transfer_encoding_seen
-    {
-        // One valid Host and no body announced, as most requests are: exactly what
-        // `finish_request` decides and records for this, without its other questions.
-        req.set_summary(Summary {
-            content_length: None,
-            chunked: false,
-            conn_close: framing.conn_close,
-            conn_keep_alive: framing.conn_keep_alive,
-            conn_upgrade: framing.conn_upgrade,
-            upgrade_field: framing.upgrade_field,
-            expect_continue: framing.expect_continue,
-        });
-        BodyKind::None
+    // A head is far shorter than 2^56 bytes: nothing is lost in the shift.
+    Some((len + 2) << 8 | facts as usize)
+}
+
+/// Decides the body of a request the fast path read, from the `FACT_*` bits of its fields,
+/// and records the summary. One valid Host and no body announced, as most requests are, is
+/// decided here: exactly what `finish_request` decides and records for it. Anything else is
+/// decided by a [`Framing`] of the recorded fields, as the fallback decides it.
+#[inline(always)]
+fn finish_clean_request(
+    facts: u32,
+    version: Version,
+    req: &mut Request,
+) -> Result<BodyKind, HttpError> {
+    if facts & (FACT_HOST | FACT_RECHECK) != FACT_HOST {
+        return finish_rechecked(version, req);
+    }
+    // The summary's bits are the loop's but its own two.
+    req.set_summary(Summary {
+        content_length: None,
+        facts: facts & !(FACT_HOST | FACT_RECHECK),
+    });
+    Ok(BodyKind::None)
+}
+
+/// [`finish_clean_request`] for a head whose framing needs weighing: a [`Framing`] of the
+/// fields just recorded, which are the ones the fallback would feed it. Out of line: rare.
+#[inline(never)]
+fn finish_rechecked(version: Version, req: &mut Request) -> Result<BodyKind, HttpError> {
+    let framing = Framing::of(req.headers());
+    finish_request(framing, version, req)
+}
+
+/// The `FACT_*` bits a `Connection` value adds: what `Framing` notes for it.
+#[inline(always)]
+fn connection_facts(value: &[u8]) -> u32 {
+    // The usual values, a single token, without taking the list apart. Setting bit 0x20
+    // folds the case of letters; '-' is the one other byte, checked as it is.
+    if value.len() == 10 && folded_eq(value, b"keep-alive") && value[4] == b'-' {
+        FACT_KEEP_ALIVE
+    } else if value.len() == 5 && folded_eq(value, b"close") {
+        FACT_CLOSE
     } else {
-        match finish_request(framing, version, req) {
-            Ok(kind) => kind,
-            Err(e) => return Some(Err(e)),
+        connection_list_facts(value)
+    }
+}
+
+/// [`connection_facts`] for a list (or an unusual token). Out of line: rare.
+#[inline(never)]
+fn connection_list_facts(value: &[u8]) -> u32 {
+    let mut facts = 0;
+    for token in list_elements(value) {
+        if token.eq_ignore_ascii_case(b"close") {
+            facts |= FACT_CLOSE;
+        } else if token.eq_ignore_ascii_case(b"keep-alive") {
+            facts |= FACT_KEEP_ALIVE;
+        } else if token.eq_ignore_ascii_case(b"upgrade") {
+            facts |= FACT_CONN_UPGRADE;
         }
-    };
-    Some(Ok((len + 2, kind)))
+    }
+    facts
+}
+
+/// The `FACT_*` bits a field other than `Host` adds. Out of line: most fields are not one of
+/// these, and the loop stays smaller without them.
+#[inline(never)]
+fn field_facts(field: FieldName, value: &[u8]) -> u32 {
+    match field {
+        FieldName::Connection => connection_facts(value),
+        FieldName::Upgrade => FACT_UPGRADE,
+        FieldName::Expect if trim_ows(value).eq_ignore_ascii_case(b"100-continue") => {
+            FACT_EXPECT_CONTINUE
+        }
+        FieldName::ContentLength | FieldName::TransferEncoding => FACT_RECHECK,
+        _ => 0,
+    }
+}
+
+/// The bits a `Host` field adds to `facts`: the first valid one is noted, a second one or an
+/// invalid one leaves the decision to `Framing`.
+#[inline(always)]
+fn host_facts(facts: u32, valid: bool) -> u32 {
+    if valid && facts & FACT_HOST == 0 {
+        FACT_HOST
+    } else {
+        FACT_RECHECK
+    }
 }
 
 /// The loop of [`parse_clean_fields`]: records each field line of `fields` in `block` and
-/// feeds it to `framing`, and returns where the final CRLF starts. A function of its own so
-/// that the compiler knows its references do not overlap and keeps their contents in
-/// registers across lines.
+/// notes its `FACT_*` bits, and returns where the final CRLF starts with the bits. A function
+/// of its own so that the compiler knows its references do not overlap and keeps their
+/// contents in registers across lines.
 #[inline(always)]
 fn clean_field_lines(
     fields: &[u8],
     max_fields: usize,
     block: &mut FieldBlock<'_>,
     memo: &mut HostMemo,
-    framing: &mut Framing,
-) -> Option<usize> {
+) -> Option<(usize, u32)> {
     // Field lines still allowed: counting down needs one register and one test.
     let mut left = max_fields;
+    let mut facts = 0;
     let mut line = fields;
     loop {
         // A line that starts with CR is the end of the head (CRLF) or a bare CR.
         match line {
-            [b'\r', b'\n', ..] => return Some(fields.len() - line.len()),
+            [b'\r', b'\n', ..] => return Some((fields.len() - line.len(), facts)),
             [] | [b'\r', ..] => return None,
             _ => {}
         }
@@ -600,7 +674,6 @@ fn clean_field_lines(
         }
         left = left.checked_sub(1)?;
         let field = FieldName::of_token(name);
-
         // Leading OWS is not part of the value (httparse skips it too). A line that ends in
         // it is incomplete, which the search below finds. Usually a single SP: one
         // comparison, then the loop's first test ends it.
@@ -618,7 +691,7 @@ fn clean_field_lines(
         if field == FieldName::Host {
             if let Some(value_end) = memo.matches(line, value_start) {
                 block.push(at..at + name_len, at + value_start..at + value_end);
-                framing.feed_host(true);
+                facts |= host_facts(facts, true);
                 line = &line[value_end + 2..];
                 continue;
             }
@@ -640,8 +713,10 @@ fn clean_field_lines(
         block.push(at..at + name_len, at + value_start..at + value_end);
         match field {
             FieldName::Other => {}
-            FieldName::Host => framing.feed_host(memo.judge(&line[value_start..value_end])),
-            _ => framing.feed_field(field, &line[value_start..value_end]),
+            FieldName::Host => {
+                facts |= host_facts(facts, memo.judge(&line[value_start..value_end]));
+            }
+            _ => facts |= field_facts(field, &line[value_start..value_end]),
         }
         line = &line[line_end..];
     }
@@ -932,14 +1007,15 @@ fn finish_request(
 ) -> Result<BodyKind, HttpError> {
     let body = framing.request_body(version)?;
     // Facts the connection asks for on every request, computed once while the fields pass by.
+    let bit = |set: bool, bit: u32| if set { bit } else { 0 };
     req.set_summary(Summary {
         content_length: framing.content_length(),
-        chunked: framing.is_chunked(),
-        conn_close: framing.conn_close,
-        conn_keep_alive: framing.conn_keep_alive,
-        conn_upgrade: framing.conn_upgrade,
-        upgrade_field: framing.upgrade_field,
-        expect_continue: framing.expect_continue,
+        facts: bit(framing.is_chunked(), FACT_CHUNKED)
+            | bit(framing.conn_close, FACT_CLOSE)
+            | bit(framing.conn_keep_alive, FACT_KEEP_ALIVE)
+            | bit(framing.conn_upgrade, FACT_CONN_UPGRADE)
+            | bit(framing.upgrade_field, FACT_UPGRADE)
+            | bit(framing.expect_continue, FACT_EXPECT_CONTINUE),
     });
     Ok(body)
 }
@@ -1306,26 +1382,12 @@ impl Framing {
         match field {
             FieldName::Host => self.feed_host(is_host_value(value)),
             FieldName::ContentLength => self.feed_content_length(value),
-            // The usual values, a single token, without taking the list apart. Setting bit
-            // 0x20 folds the case of letters; '-' is the one other byte, checked as it is.
-            FieldName::Connection
-                if value.len() == 10 && folded_eq(value, b"keep-alive") && value[4] == b'-' =>
-            {
-                self.conn_keep_alive = true;
-            }
-            FieldName::Connection if value.len() == 5 && folded_eq(value, b"close") => {
-                self.conn_close = true;
-            }
+            // The same reading as the fast path's, so the two cannot drift apart.
             FieldName::Connection => {
-                for token in list_elements(value) {
-                    if token.eq_ignore_ascii_case(b"close") {
-                        self.conn_close = true;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                        self.conn_keep_alive = true;
-                    } else if token.eq_ignore_ascii_case(b"upgrade") {
-                        self.conn_upgrade = true;
-                    }
-                }
+                let facts = connection_facts(value);
+                self.conn_close |= facts & FACT_CLOSE != 0;
+                self.conn_keep_alive |= facts & FACT_KEEP_ALIVE != 0;
+                self.conn_upgrade |= facts & FACT_CONN_UPGRADE != 0;
             }
             FieldName::Upgrade => self.upgrade_field = true,
             FieldName::Expect => {

@@ -87,12 +87,33 @@ pub struct Request {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Summary {
     pub content_length: Option<u64>,
-    pub chunked: bool,
-    pub conn_close: bool,
-    pub conn_keep_alive: bool,
-    pub conn_upgrade: bool,
-    pub upgrade_field: bool,
-    pub expect_continue: bool,
+    /// `FACT_*` bits: one word, which the head parser's fast path fills from the bits it
+    /// keeps in a register while it reads the fields.
+    pub facts: u32,
+}
+
+// The bits of `Summary::facts`. The head parser keeps its own bits in the same word (below
+// `FACT_CLOSE`), so these must stay clear of them.
+
+/// `Connection` lists `close`.
+pub(crate) const FACT_CLOSE: u32 = 4;
+/// `Connection` lists `keep-alive`.
+pub(crate) const FACT_KEEP_ALIVE: u32 = 8;
+/// `Connection` lists `upgrade`.
+pub(crate) const FACT_CONN_UPGRADE: u32 = 16;
+/// An `Upgrade` field is present.
+pub(crate) const FACT_UPGRADE: u32 = 32;
+/// `Expect: 100-continue`.
+pub(crate) const FACT_EXPECT_CONTINUE: u32 = 64;
+/// `Transfer-Encoding` ends with chunked.
+pub(crate) const FACT_CHUNKED: u32 = 128;
+
+impl Summary {
+    /// Whether all of `bits` are set.
+    #[inline]
+    fn has(&self, bits: u32) -> bool {
+        self.facts & bits == bits
+    }
 }
 
 impl Request {
@@ -297,7 +318,7 @@ impl Request {
     /// Whether `Transfer-Encoding` ends with `chunked`.
     pub fn is_chunked(&self) -> bool {
         match &self.summary {
-            Some(s) => s.chunked,
+            Some(s) => s.has(FACT_CHUNKED),
             None => Framing::of(&self.headers).is_chunked(),
         }
     }
@@ -311,7 +332,7 @@ impl Request {
     #[inline]
     pub fn keep_alive(&self) -> bool {
         match &self.summary {
-            Some(s) => keep_alive_with(self.version, s.conn_close, s.conn_keep_alive),
+            Some(s) => keep_alive_with(self.version, s.has(FACT_CLOSE), s.has(FACT_KEEP_ALIVE)),
             None => self.keep_alive_from_fields(),
         }
     }
@@ -334,7 +355,7 @@ impl Request {
     pub fn expects_continue(&self) -> bool {
         self.version == Version::Http11
             && match &self.summary {
-                Some(s) => s.expect_continue,
+                Some(s) => s.has(FACT_EXPECT_CONTINUE),
                 None => self
                     .headers
                     .get_all_bytes("expect")
@@ -346,7 +367,7 @@ impl Request {
     /// `upgrade` and an `Upgrade` field is present (RFC 9110 7.8).
     pub fn is_upgrade(&self) -> bool {
         match &self.summary {
-            Some(s) => s.conn_upgrade && s.upgrade_field,
+            Some(s) => s.has(FACT_CONN_UPGRADE | FACT_UPGRADE),
             None => {
                 self.headers.has_token("connection", "upgrade") && self.headers.contains("upgrade")
             }
