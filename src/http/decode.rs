@@ -663,24 +663,30 @@ fn clean_field_lines(
             [] | [b'\r', ..] => return None,
             _ => {}
         }
-        // Field name: 1*tchar ":". The name is what precedes the first ':' and must be all
-        // tchar; ':' is not a tchar, so that is "the first byte that is not a tchar is ':'".
-        // A line that starts otherwise (obs-fold, a bare LF, an empty name...) is for the
-        // fallback.
-        let name_len = find_byte(line, b':')?;
-        let name = &line[..name_len];
-        if classes_of(name) & CLASS_TCHAR == 0 {
-            return None;
-        }
+        // Field name: 1*tchar ":". Most lines start with a name as browsers and tools spell
+        // it, followed by ": ", which a word comparison or two recognise whole. Otherwise
+        // the name is what precedes the first ':' and must be all tchar; ':' is not a
+        // tchar, so that is "the first byte that is not a tchar is ':'". A line that starts
+        // otherwise (obs-fold, a bare LF, an empty name...) is for the fallback.
+        let (name_len, field, mut value_start) = match usual_name(line) {
+            Some((name_len, field)) => (name_len, field, name_len + 2),
+            None => {
+                let name_len = find_byte(line, b':')?;
+                let name = &line[..name_len];
+                if classes_of(name) & CLASS_TCHAR == 0 {
+                    return None;
+                }
+                let mut value_start = name_len + 1;
+                if line.get(value_start) == Some(&b' ') {
+                    value_start += 1;
+                }
+                (name_len, FieldName::of_token(name), value_start)
+            }
+        };
         left = left.checked_sub(1)?;
-        let field = FieldName::of_token(name);
         // Leading OWS is not part of the value (httparse skips it too). A line that ends in
-        // it is incomplete, which the search below finds. Usually a single SP: one
-        // comparison, then the loop's first test ends it.
-        let mut value_start = name_len + 1;
-        if line.get(value_start) == Some(&b' ') {
-            value_start += 1;
-        }
+        // it is incomplete, which the search below finds. Usually a single SP, already
+        // passed: the loop's first test ends it.
         while matches!(line.get(value_start), Some(b' ' | b'\t')) {
             value_start += 1;
         }
@@ -720,6 +726,55 @@ fn clean_field_lines(
         }
         line = &line[line_end..];
     }
+}
+
+/// The length and class of the field name `line` starts with if it is one of the names
+/// requests usually carry, spelled as browsers and tools spell them and followed by ": ".
+/// Such a name is a token and its first ':' is the one after it, so this is what the general
+/// search and checks would find, in a jump on the first byte and a word comparison or two.
+/// Not a memory of earlier requests: a fixed list, which pays off for any client.
+#[inline(always)]
+fn usual_name(line: &[u8]) -> Option<(usize, FieldName)> {
+    let (len, field) = match *line.first()? {
+        b'H' if starts_with_const(line, b"Host: ") => (4, FieldName::Host),
+        b'U' if starts_with_const(line, b"User-Agent: ") => (10, FieldName::Other),
+        b'U' if starts_with_const(line, b"Upgrade-Insecure-Requests: ") => (25, FieldName::Other),
+        b'A' if starts_with_const(line, b"Accept: ") => (6, FieldName::Other),
+        b'A' if starts_with_const(line, b"Accept-Encoding: ") => (15, FieldName::Other),
+        b'A' if starts_with_const(line, b"Accept-Language: ") => (15, FieldName::Other),
+        b'C' if starts_with_const(line, b"Connection: ") => (10, FieldName::Connection),
+        b'C' if starts_with_const(line, b"Cookie: ") => (6, FieldName::Other),
+        b'C' if starts_with_const(line, b"Cache-Control: ") => (13, FieldName::Other),
+        b'C' if starts_with_const(line, b"Content-Length: ") => (14, FieldName::ContentLength),
+        b'C' if starts_with_const(line, b"Content-Type: ") => (12, FieldName::Other),
+        _ => return None,
+    };
+    Some((len, field))
+}
+
+/// `line.starts_with(pattern)` for a constant `pattern` of at least 4 bytes, a word at a
+/// time: the words of `pattern` are constants once inlined, and the loop is unrolled.
+#[inline(always)]
+fn starts_with_const(line: &[u8], pattern: &[u8]) -> bool {
+    let n = pattern.len();
+    debug_assert!(n >= 4);
+    let Some(head) = line.get(..n) else {
+        return false;
+    };
+    if n < 8 {
+        let word = |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().expect("4"));
+        return word(head, 0) == word(pattern, 0) && word(head, n - 4) == word(pattern, n - 4);
+    }
+    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8"));
+    // The last word may overlap the one before it.
+    let mut at = 0;
+    while at + 8 < n {
+        if word(head, at) != word(pattern, at) {
+            return false;
+        }
+        at += 8;
+    }
+    word(head, n - 8) == word(pattern, n - 8)
 }
 
 /// Index of the first `byte` in `hay`, eight bytes at a time (see [`find_line_break`]).
@@ -1733,6 +1788,56 @@ mod tests {
     /// The shortcut for `Connection: keep-alive` and `close` decides as the list rules do,
     /// for every single-byte change of those values (both parsers share it, so the
     /// differential test cannot see it).
+    #[test]
+    fn usual_names_agree_with_the_general_name_rules() {
+        // Every spelling `usual_name` knows, each byte of it changed to every value and every
+        // truncation: when it recognises a name, the general search and checks find the same
+        // name, class and ": ".
+        let spellings: [&[u8]; 12] = [
+            b"Host: ",
+            b"User-Agent: ",
+            b"Upgrade-Insecure-Requests: ",
+            b"Accept: ",
+            b"Accept-Encoding: ",
+            b"Accept-Language: ",
+            b"Connection: ",
+            b"Cookie: ",
+            b"Cache-Control: ",
+            b"Content-Length: ",
+            b"Content-Type: ",
+            b"Hostile: ",
+        ];
+        let agrees = |line: &[u8]| match usual_name(line) {
+            None => true,
+            Some((len, field)) => {
+                find_byte(line, b':') == Some(len)
+                    && classes_of(&line[..len]) & CLASS_TCHAR != 0
+                    && FieldName::of_token(&line[..len]) == field
+                    && line.get(len + 1) == Some(&b' ')
+            }
+        };
+        let mut recognised = 0;
+        for spelling in spellings {
+            let mut line = spelling.to_vec();
+            line.extend_from_slice(b"v\r\n");
+            recognised += usize::from(usual_name(&line).is_some());
+            for end in 0..line.len() {
+                assert!(agrees(&line[..end]), "{:?}", &line[..end]);
+                if end < spelling.len() {
+                    assert_eq!(usual_name(&line[..end]), None);
+                }
+            }
+            for at in 0..spelling.len() + 1 {
+                for byte in 0..=255u8 {
+                    let mut changed = line.clone();
+                    changed[at] = byte;
+                    assert!(agrees(&changed), "{changed:?}");
+                }
+            }
+        }
+        assert_eq!(recognised, spellings.len() - 1);
+    }
+
     #[test]
     fn connection_shortcuts_agree_with_the_list_rules() {
         for base in [&b"keep-alive"[..], b"close", b"Keep-Alive", b"CLOSE"] {
@@ -2830,7 +2935,7 @@ mod tests {
     }
 
     /// Clean heads of many shapes, each a starting point for mutations.
-    const SEED_HEADS: [&[u8]; 14] = [
+    const SEED_HEADS: [&[u8]; 15] = [
         b"GET / HTTP/1.1\r\nHost: b\r\n\r\n",
         b"GET /plaintext HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n",
         b"GET /index.html?user=42&lang=en HTTP/1.1\r\nHost: example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/128.0\r\nAccept: text/html,application/xhtml+xml\r\nAccept-Encoding: gzip, deflate, br\r\nConnection: keep-alive\r\nCookie: session=abcdef0123456789; theme=dark\r\n\r\n",
@@ -2845,6 +2950,7 @@ mod tests {
         b"PROPFIND /dav HTTP/1.1\r\nhost: h\r\nX-Obs: caf\xe9 \xff\r\nX-Empty:\r\nX-Ws: \t a\tb \t\r\n\r\n",
         b"DELETE /a?b?c HTTP/1.1\r\nHOST: h.example\r\nCONTENT-LENGTH: 0\r\nCONNECTION: close\r\n\r\n",
         b"get /x%20y HTTP/1.1\r\nHost: h\r\nTE: trailers\r\nX-A: 1\r\nx-a: 2\r\n\r\n",
+        b"GET /i HTTP/1.1\r\nHost: h\r\nUser-Agent: u\r\nAccept: */*\r\nAccept-Encoding: gzip\r\nAccept-Language: en\r\nConnection: keep-alive\r\nCookie: a=b\r\nCache-Control: no-cache\r\nUpgrade-Insecure-Requests: 1\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n",
     ];
 
     /// Field lines that exercise framing: duplicates, conflicts, odd spacing and case.
