@@ -18,7 +18,7 @@ use std::mem::MaybeUninit;
 use crate::http::headers::{list_elements, trim_ows, FieldBlock, Headers};
 use crate::http::method::{is_tchar, is_token, Method};
 use crate::http::request::{
-    analyze_target, Request, Summary, TargetForm, TargetParts, Version, FACT_CHUNKED, FACT_CLOSE,
+    analyze_target, Request, Summary, TargetForm, Version, FACT_CHUNKED, FACT_CLOSE,
     FACT_CONN_UPGRADE, FACT_EXPECT_CONTINUE, FACT_KEEP_ALIVE, FACT_UPGRADE,
 };
 use crate::http::response_head::ResponseHead;
@@ -483,30 +483,24 @@ fn parse_clean_request_head(
     if line_len > limits.max_request_line {
         return None;
     }
-    let parts = match (target_bytes[0], query_at) {
+    // This also empties the previous request's fields and summary. The target is taken as
+    // origin-form without a query, the usual case, and its parts are then set where that is
+    // not so: in place, rather than built apart and copied in.
+    req.set_parsed_line(method, &window[..method_end], target_bytes, version);
+    let check_form = if target_bytes[0] == b'/' {
         // Origin-form: the split `analyze_target` would make, from what the scan noted.
-        (b'/', Some(q)) => TargetParts {
-            form: TargetForm::Origin,
-            path: 0..q,
-            query: Some(q + 1..target_len),
-            authority: 0..0,
-        },
-        (b'/', None) => TargetParts {
-            form: TargetForm::Origin,
-            path: 0..target_len,
-            query: None,
-            authority: 0..0,
-        },
-        // The other forms are rare: the general code, on the text (visible ASCII, so the
-        // conversion cannot fail).
-        _ => analyze_target(std::str::from_utf8(target_bytes).ok()?),
+        if let Some(q) = query_at {
+            req.split_query_at(q);
+        }
+        // Fine for every method but CONNECT.
+        method == Method::Connect
+    } else {
+        // The other forms are rare: the general code, on the text just copied.
+        req.set_target_parts(analyze_target(req.target()));
+        true
     };
-    // Origin-form is fine for every method but CONNECT; the rest is checked as the fallback
-    // checks it. A target form the method may not use is an error the fallback reports, with
-    // the request in the state it leaves it in.
-    let check_form = parts.form != TargetForm::Origin || method == Method::Connect;
-    // This also empties the previous request's fields and summary.
-    req.set_parsed_line(method, &window[..method_end], target_bytes, parts, version);
+    // A target form the method may not use is an error the fallback reports, with the
+    // request in the state it leaves it in.
     if check_form && check_target_form(req).is_err() {
         req.clear();
         return None;

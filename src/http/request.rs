@@ -163,27 +163,24 @@ impl Request {
     pub fn set_target(&mut self, target: &str) {
         self.target.clear();
         self.target.push_str(target);
-        let parts = analyze_target(target);
-        self.form = parts.form;
-        self.path = parts.path;
-        self.query = parts.query;
-        self.authority = parts.authority;
+        self.set_target_parts(analyze_target(target));
     }
 
-    /// Sets the request-line from pieces the head parser already validated and split, so
-    /// nothing is looked at twice: `method` is `Method::from_bytes(token)` for the method
-    /// token `token` (tchar bytes, hence ASCII), `target` the request-target and `parts` its
-    /// form and components, exactly as [`analyze_target`] gives them. The result is what
-    /// `clear`, `set_method`, `set_target` and `set_version` would give: the fields and the
-    /// summary are emptied too, so the parser does not write the line's parts twice. Inlined
-    /// into the parser's fast path, its one caller on every request.
+    /// Sets the request-line from pieces the head parser already validated, so nothing is
+    /// looked at twice: `method` is `Method::from_bytes(token)` for the method token `token`
+    /// (tchar bytes, hence ASCII), `target` the request-target, taken to be origin-form
+    /// without a query; the parser then corrects the parts with
+    /// [`split_query_at`](Request::split_query_at) or
+    /// [`set_target_parts`](Request::set_target_parts) where that is not so. The result is
+    /// what `clear`, `set_method`, `set_target` and `set_version` would give: the fields and
+    /// the summary are emptied too, so the parser does not write the line's parts twice.
+    /// Inlined into the parser's fast path, its one caller on every request.
     #[inline(always)]
     pub(crate) fn set_parsed_line(
         &mut self,
         method: Method,
         token: &[u8],
         target: &[u8],
-        parts: TargetParts,
         version: Version,
     ) {
         debug_assert!(token.is_ascii() && target.is_ascii());
@@ -214,11 +211,28 @@ impl Request {
                 }
             }
         }
+        self.form = TargetForm::Origin;
+        self.path = 0..target.len();
+        self.query = None;
+        self.authority = 0..0;
+        self.version = version;
+    }
+
+    /// For an origin-form target set by [`set_parsed_line`](Request::set_parsed_line): its
+    /// first '?' is at `q`, so the path ends there and the query follows it.
+    #[inline(always)]
+    pub(crate) fn split_query_at(&mut self, q: usize) {
+        debug_assert_eq!(self.target.as_bytes()[q], b'?');
+        self.path = 0..q;
+        self.query = Some(q + 1..self.target.len());
+    }
+
+    /// Sets the target's form and components, as [`analyze_target`] gives them for it.
+    pub(crate) fn set_target_parts(&mut self, parts: TargetParts) {
         self.form = parts.form;
         self.path = parts.path;
         self.query = parts.query;
         self.authority = parts.authority;
-        self.version = version;
     }
 
     /// Sets the version.
