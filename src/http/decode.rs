@@ -847,9 +847,10 @@ fn classes_of_8(s: &[u8; 8]) -> u8 {
 /// needed to reach it. Values longer than the memo are simply not remembered.
 #[derive(Debug, Clone)]
 struct HostMemo {
-    /// Length of the value; 0 when nothing is remembered.
+    /// Length of the value with its CRLF; 0 when nothing is remembered.
     len: usize,
-    bytes: [u8; HOST_MEMO_MAX],
+    /// The value followed by CRLF: a repeat and the end of its line are one comparison.
+    bytes: [u8; HOST_MEMO_MAX + 2],
 }
 
 const HOST_MEMO_MAX: usize = 64;
@@ -858,7 +859,7 @@ impl Default for HostMemo {
     fn default() -> Self {
         HostMemo {
             len: 0,
-            bytes: [0; HOST_MEMO_MAX],
+            bytes: [0; HOST_MEMO_MAX + 2],
         }
     }
 }
@@ -868,10 +869,8 @@ impl HostMemo {
     #[inline(always)]
     fn matches(&self, line: &[u8], at: usize) -> Option<usize> {
         let len = self.len;
-        let end = at + len;
-        let value = line.get(at..end + 2)?;
-        (len != 0 && value[len..] == *b"\r\n" && same_bytes(&value[..len], &self.bytes[..len]))
-            .then_some(end)
+        let value = line.get(at..at + len)?;
+        (len != 0 && same_bytes(value, &self.bytes[..len])).then_some(at + len - 2)
     }
 
     /// Whether `value` is a valid Host value, looked at byte by byte; remembered if it is.
@@ -886,9 +885,11 @@ impl HostMemo {
     }
 
     fn remember(&mut self, value: &[u8]) {
-        if !value.is_empty() && value.len() <= HOST_MEMO_MAX {
-            self.bytes[..value.len()].copy_from_slice(value);
-            self.len = value.len();
+        let len = value.len();
+        if len != 0 && len <= HOST_MEMO_MAX {
+            self.bytes[..len].copy_from_slice(value);
+            self.bytes[len..len + 2].copy_from_slice(b"\r\n");
+            self.len = len + 2;
         }
     }
 }
