@@ -323,7 +323,7 @@ impl ConnCore {
     /// True when no request will follow `ex` on this connection, so its response should say
     /// `Connection: close`. Earlier pipelined responses keep the connection open: closing after
     /// them would drop the requests behind them.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn closes_after(&self, ex: &ServerConnection) -> bool {
         if !(self.draining.get() || self.server.is_stopping()) {
             return false;
@@ -1015,7 +1015,7 @@ impl ConnCore {
     }
 
     /// Closes once nothing is outstanding, if no further request can come.
-    #[inline]
+    #[inline(always)]
     fn maybe_close_when_idle(&self) {
         // Inside `process` (every request's dispatch, and responses given from the handler)
         // the caller looks again once the read is parsed.
