@@ -234,6 +234,9 @@ impl ConnCore {
     }
 
     /// Reads the busy state without allocating one: `None` when the connection is idle.
+    /// Inline: each use is a borrow and a few loads (the pipeline pop of every response was a
+    /// call that spilled registers).
+    #[inline]
     fn with_st<R>(&self, f: impl FnOnce(&ConnState) -> R) -> Option<R> {
         self.state.borrow().as_deref().map(f)
     }
