@@ -58,13 +58,29 @@ impl<F: ?Sized> Emission<'_, F> {
     }
 }
 
+impl<'a, F: ?Sized> Emission<'a, F> {
+    /// Restores the depth and drops what was detached meanwhile, once no emission runs.
+    #[inline(always)]
+    fn end(slots: &'a Slots<F>) {
+        slots.emitting.set(slots.emitting.get() - 1);
+        Signal::compact_if_idle(slots);
+    }
+
+    /// Ends an emission whose calls all returned.
+    #[inline(always)]
+    fn finish(self) {
+        let slots = self.slots;
+        debug_assert!(self.running.is_none());
+        std::mem::forget(self);
+        Self::end(slots);
+    }
+}
+
 impl<F: ?Sized> Drop for Emission<'_, F> {
-    #[inline]
+    /// Only reached when a slot panicked.
     fn drop(&mut self) {
         self.put_back();
-        let s = self.slots;
-        s.emitting.set(s.emitting.get() - 1);
-        Signal::compact_if_idle(s);
+        Self::end(self.slots);
     }
 }
 
@@ -297,6 +313,9 @@ impl<F: ?Sized> Signal<F> {
             ran += 1;
             emission.put_back();
         }
+        // The guard's work without its drop glue, which the compiler keeps out of line: no
+        // slot is out of its entry now, so forgetting the guard leaves nothing behind.
+        emission.finish();
         ran
     }
 
