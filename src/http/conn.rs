@@ -962,7 +962,9 @@ impl ConnCore {
     }
 
     /// Retires `front`, just taken off the line (`now_empty`: it was the last one), then every
-    /// complete response behind it, and promotes the first incomplete one.
+    /// complete response behind it, and promotes the first incomplete one. Its one caller is
+    /// every response's completion; as a call of its own it spilled registers each time.
+    #[inline(always)]
     fn advance_pipeline(&self, mut front: Rc<ServerConnection>, mut now_empty: bool) {
         loop {
             front.set_head(false);
