@@ -708,15 +708,16 @@ impl ConnCore {
         // The library's own handle is kept until the request is complete: dropping it earlier
         // would make a bodiless request look abandoned (and answered 500) before a responder's
         // `on_request` or a `request_complete` slot had the chance to answer it.
-        let mut own_ptr = None;
-        if !signal.is_empty() {
-            let ptr = ServerConnectionPtr::new(ex.clone());
-            if !self.guarded(&ex, "connection handler", || {
-                signal.emit(|slot| slot(ptr.clone()));
-            }) {
-                return;
-            }
-            own_ptr = Some(ptr);
+        // It is made when the first slot runs (with no slot attached there is nothing to keep
+        // alive), which spares asking the signal whether it has slots before emitting it.
+        let mut own_ptr: Option<ServerConnectionPtr> = None;
+        if !self.guarded(&ex, "connection handler", || {
+            signal.emit(|slot| {
+                let ptr = own_ptr.get_or_insert_with(|| ServerConnectionPtr::new(ex.clone()));
+                slot(ptr.clone())
+            });
+        }) {
+            return;
         }
 
         if body_done {
