@@ -37,6 +37,53 @@ struct Slots<F: ?Sized> {
     dirty: Cell<bool>,
 }
 
+/// An emission in progress over `slots` (see `Signal::emit_slots`).
+struct Emission<'a, F: ?Sized> {
+    slots: &'a Slots<F>,
+    /// The slot being called and its index. Entries are only removed when no emission runs,
+    /// so the index still names the same entry when the slot goes back.
+    running: Option<(usize, Box<F>)>,
+}
+
+impl<F: ?Sized> Emission<'_, F> {
+    /// Puts the running slot back in its entry (even if it was detached meanwhile:
+    /// compaction drops it, outside borrows).
+    #[inline(always)]
+    fn put_back(&mut self) {
+        if let Some((index, slot)) = self.running.take() {
+            if let Some(e) = self.slots.entries.borrow().get(index) {
+                e.slot.set(Some(slot));
+            }
+        }
+    }
+}
+
+impl<'a, F: ?Sized> Emission<'a, F> {
+    /// Restores the depth and drops what was detached meanwhile, once no emission runs.
+    #[inline(always)]
+    fn end(slots: &'a Slots<F>) {
+        slots.emitting.set(slots.emitting.get() - 1);
+        Signal::compact_if_idle(slots);
+    }
+
+    /// Ends an emission whose calls all returned.
+    #[inline(always)]
+    fn finish(self) {
+        let slots = self.slots;
+        debug_assert!(self.running.is_none());
+        std::mem::forget(self);
+        Self::end(slots);
+    }
+}
+
+impl<F: ?Sized> Drop for Emission<'_, F> {
+    /// Only reached when a slot panicked.
+    fn drop(&mut self) {
+        self.put_back();
+        Self::end(self.slots);
+    }
+}
+
 /// A signal whose slots have the closure type `F`, e.g. `Signal<dyn FnMut(&[u8])>`.
 pub struct Signal<F: ?Sized> {
     /// Replaced (not mutated) by [`Signal::renew`], which is how a pooled owner cuts off
@@ -241,34 +288,15 @@ impl<F: ?Sized> Signal<F> {
         // Back in place before any slot runs; this reference is held for the whole emission:
         // a slot may renew this signal while it runs.
         self.slots.set(Some(slots.clone()));
-        let slots = &slots;
         slots.emitting.set(slots.emitting.get() + 1);
-        // Restores the depth even if a slot panics, so the signal stays usable afterwards.
-        struct Depth<'a, F: ?Sized>(&'a Rc<Slots<F>>);
-        impl<F: ?Sized> Drop for Depth<'_, F> {
-            fn drop(&mut self) {
-                let s = self.0;
-                s.emitting.set(s.emitting.get() - 1);
-                Signal::compact_if_idle(s);
-            }
-        }
-        let _depth = Depth(slots);
-        /// Puts a running slot back in its entry when the call ends, even by a panic. Entries
-        /// are only removed when no emission runs, so the index still names the same entry.
-        struct Running<'a, F: ?Sized> {
-            slots: &'a Slots<F>,
-            index: usize,
-            slot: Option<Box<F>>,
-        }
-        impl<F: ?Sized> Drop for Running<'_, F> {
-            fn drop(&mut self) {
-                let entries = self.slots.entries.borrow();
-                if let Some(e) = entries.get(self.index) {
-                    // Even if it was detached meanwhile: compaction drops it, outside borrows.
-                    e.slot.set(self.slot.take());
-                }
-            }
-        }
+        // One guard for the whole emission: it puts a running slot back in its entry if the
+        // call ends by a panic, restores the depth, and drops what was detached meanwhile, so
+        // the signal stays usable afterwards. When a call returns normally the slot is put back
+        // right away and the guard only has the depth to restore.
+        let mut emission = Emission {
+            slots: &slots,
+            running: None,
+        };
         let mut ran = 0;
         for index in 0..end {
             let taken = {
@@ -280,23 +308,27 @@ impl<F: ?Sized> Signal<F> {
             };
             // None: the slot is running further up the stack and is not re-entered.
             let Some(slot) = taken else { continue };
-            let mut running = Running {
-                slots,
-                index,
-                slot: Some(slot),
-            };
-            if let Some(f) = running.slot.as_mut() {
-                call(&mut **f);
-                ran += 1;
-            }
+            let (_, f) = emission.running.insert((index, slot));
+            call(&mut **f);
+            ran += 1;
+            emission.put_back();
         }
+        // The guard's work without its drop glue, which the compiler keeps out of line: no
+        // slot is out of its entry now, so forgetting the guard leaves nothing behind.
+        emission.finish();
         ran
     }
 
-    fn compact_if_idle(s: &Rc<Slots<F>>) {
+    #[inline]
+    fn compact_if_idle(s: &Slots<F>) {
         if !s.dirty.get() {
             return;
         }
+        Self::compact(s);
+    }
+
+    #[cold]
+    fn compact(s: &Slots<F>) {
         if s.emitting.get() == 0 && s.dirty.replace(false) {
             // One dead entry at a time, dropped after the borrow ends: dropping a slot may drop
             // captured values whose own Drop touches this signal (the live entries stay in

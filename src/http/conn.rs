@@ -234,6 +234,9 @@ impl ConnCore {
     }
 
     /// Reads the busy state without allocating one: `None` when the connection is idle.
+    /// Inline: each use is a borrow and a few loads (the pipeline pop of every response was a
+    /// call that spilled registers).
+    #[inline]
     fn with_st<R>(&self, f: impl FnOnce(&ConnState) -> R) -> Option<R> {
         self.state.borrow().as_deref().map(f)
     }
@@ -323,7 +326,7 @@ impl ConnCore {
     /// True when no request will follow `ex` on this connection, so its response should say
     /// `Connection: close`. Earlier pipelined responses keep the connection open: closing after
     /// them would drop the requests behind them.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn closes_after(&self, ex: &ServerConnection) -> bool {
         if !(self.draining.get() || self.server.is_stopping()) {
             return false;
@@ -705,15 +708,16 @@ impl ConnCore {
         // The library's own handle is kept until the request is complete: dropping it earlier
         // would make a bodiless request look abandoned (and answered 500) before a responder's
         // `on_request` or a `request_complete` slot had the chance to answer it.
-        let mut own_ptr = None;
-        if !signal.is_empty() {
-            let ptr = ServerConnectionPtr::new(ex.clone());
-            if !self.guarded(&ex, "connection handler", || {
-                signal.emit(|slot| slot(ptr.clone()));
-            }) {
-                return;
-            }
-            own_ptr = Some(ptr);
+        // It is made when the first slot runs (with no slot attached there is nothing to keep
+        // alive), which spares asking the signal whether it has slots before emitting it.
+        let mut own_ptr: Option<ServerConnectionPtr> = None;
+        if !self.guarded(&ex, "connection handler", || {
+            signal.emit(|slot| {
+                let ptr = own_ptr.get_or_insert_with(|| ServerConnectionPtr::new(ex.clone()));
+                slot(ptr.clone())
+            });
+        }) {
+            return;
         }
 
         if body_done {
@@ -959,7 +963,9 @@ impl ConnCore {
     }
 
     /// Retires `front`, just taken off the line (`now_empty`: it was the last one), then every
-    /// complete response behind it, and promotes the first incomplete one.
+    /// complete response behind it, and promotes the first incomplete one. Its one caller is
+    /// every response's completion; as a call of its own it spilled registers each time.
+    #[inline(always)]
     fn advance_pipeline(&self, mut front: Rc<ServerConnection>, mut now_empty: bool) {
         loop {
             front.set_head(false);
@@ -1015,7 +1021,7 @@ impl ConnCore {
     }
 
     /// Closes once nothing is outstanding, if no further request can come.
-    #[inline]
+    #[inline(always)]
     fn maybe_close_when_idle(&self) {
         // Inside `process` (every request's dispatch, and responses given from the handler)
         // the caller looks again once the read is parsed.
