@@ -970,9 +970,13 @@ fn silent_and_stalled_handshakes_are_cut_after_the_timeout() {
             "{name} client cut after {waited:?}, timeout is 300 ms"
         );
     }
-    // The timeout does not apply once the handshake is done: the good client, now older than
-    // the timeout, is still served on the same connection.
-    assert!(started.elapsed() >= Duration::from_millis(300));
+    // The timeout does not apply once the handshake is done: the good client, made older than
+    // the timeout (the cuts above may come a little before 300 ms by this clock, since the
+    // loop times from its own cached time), is still served on the same connection.
+    let old_enough = started + Duration::from_millis(350);
+    if let Some(left) = old_enough.checked_duration_since(Instant::now()) {
+        std::thread::sleep(left);
+    }
     let r = good.request(b"GET /status/204 HTTP/1.1\r\nHost: localhost\r\n\r\n");
     assert_eq!(r.status, 204);
     srv.wait_connections(|n| n == 1, "only the good client left");
