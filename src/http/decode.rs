@@ -750,48 +750,16 @@ fn usual_name(line: &[u8]) -> Option<(usize, FieldName)> {
 /// time: the words of `pattern` are constants once inlined, and the loop is unrolled.
 #[inline(always)]
 fn starts_with_const(line: &[u8], pattern: &[u8]) -> bool {
-    let n = pattern.len();
-    debug_assert!(n >= 4);
-    let Some(head) = line.get(..n) else {
-        return false;
-    };
-    if n < 8 {
-        let word = |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().expect("4"));
-        return word(head, 0) == word(pattern, 0) && word(head, n - 4) == word(pattern, n - 4);
-    }
-    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8"));
-    // The last word may overlap the one before it.
-    let mut at = 0;
-    while at + 8 < n {
-        if word(head, at) != word(pattern, at) {
-            return false;
-        }
-        at += 8;
-    }
-    word(head, n - 8) == word(pattern, n - 8)
+    debug_assert!(pattern.len() >= 4);
+    line.get(..pattern.len())
+        .is_some_and(|head| same_bytes(head, pattern))
 }
 
 /// Index of the first `byte` in `hay`, eight bytes at a time (see [`find_line_break`]).
 #[inline(always)]
 fn find_byte(hay: &[u8], byte: u8) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let pattern = LO * u64::from(byte);
-    let mut chunks = hay.chunks_exact(8);
-    let mut base = 0;
-    for chunk in &mut chunks {
-        let x = u64::from_le_bytes(chunk.try_into().expect("8 bytes")) ^ pattern;
-        let marks = x.wrapping_sub(LO) & !x & HI;
-        if marks != 0 {
-            return Some(base + (marks.trailing_zeros() / 8) as usize);
-        }
-        base += 8;
-    }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&b| b == byte)
-        .map(|p| base + p)
+    let pattern = WORD_LO * u64::from(byte);
+    find_marked(hay, |w| zero_byte_marks(w ^ pattern), |b| b == byte)
 }
 
 /// The classes every byte of `s` is in (see [`CLASS`]); none for an empty `s`. The table
@@ -1076,25 +1044,43 @@ fn finish_request(
 /// (little-endian order) is always the first real one.
 #[inline]
 fn find_line_break(hay: &[u8]) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
+    const CR: u64 = WORD_LO * b'\r' as u64;
+    const LF: u64 = WORD_LO * b'\n' as u64;
+    find_marked(
+        hay,
+        |w| zero_byte_marks(w ^ CR) | zero_byte_marks(w ^ LF),
+        |b| b == b'\r' || b == b'\n',
+    )
+}
+
+/// Each byte of a word, repeated: `0x0101..01`.
+const WORD_LO: u64 = 0x0101_0101_0101_0101;
+
+/// The classic "has a zero byte" test: the high bit of each zero byte of `x` is set (and
+/// perhaps of bytes above a zero byte, through borrows, so the lowest mark is a real one).
+#[inline(always)]
+fn zero_byte_marks(x: u64) -> u64 {
     const HI: u64 = 0x8080_8080_8080_8080;
-    const CR: u64 = LO * b'\r' as u64;
-    const LF: u64 = LO * b'\n' as u64;
+    x.wrapping_sub(WORD_LO) & !x & HI
+}
+
+/// Index of the first byte of `hay` that `marks` marks in its little-endian word, eight bytes
+/// at a time; the last few bytes are tested one by one with `is`, which must agree.
+#[inline(always)]
+fn find_marked(hay: &[u8], marks: impl Fn(u64) -> u64, is: impl Fn(u8) -> bool) -> Option<usize> {
     let mut chunks = hay.chunks_exact(8);
     let mut base = 0;
     for chunk in &mut chunks {
-        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-        let (a, b) = (w ^ CR, w ^ LF);
-        let marks = (a.wrapping_sub(LO) & !a & HI) | (b.wrapping_sub(LO) & !b & HI);
-        if marks != 0 {
-            return Some(base + (marks.trailing_zeros() / 8) as usize);
+        let found = marks(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+        if found != 0 {
+            return Some(base + (found.trailing_zeros() / 8) as usize);
         }
         base += 8;
     }
     chunks
         .remainder()
         .iter()
-        .position(|&b| b == b'\r' || b == b'\n')
+        .position(|&b| is(b))
         .map(|p| base + p)
 }
 
