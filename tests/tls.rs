@@ -421,14 +421,7 @@ impl TlsConn {
     /// Reads one batch of ciphertext from TCP into the engine; 0 at TCP EOF.
     fn receive(&mut self) -> std::io::Result<usize> {
         let mut buf = [0u8; 65536];
-        // A read with a timeout is not restarted after a signal handler ran (signal(7)), and
-        // other tests in this process have handlers (libuv's): try again, as read_exact does.
-        let n = loop {
-            match self.tcp.read(&mut buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                other => break other?,
-            }
-        };
+        let n = read_uninterrupted(&mut self.tcp, &mut buf)?;
         self.received.feed(&buf[..n]);
         self.engine.feed(&buf[..n]);
         Ok(n)

@@ -258,7 +258,7 @@ impl Client {
     /// if data arrived or the read timed out (a timeout is not a close).
     pub fn is_closed_by_server(&mut self) -> bool {
         let mut buf = [0u8; 1];
-        match self.reader.read(&mut buf) {
+        match read_uninterrupted(&mut self.reader, &mut buf) {
             Ok(0) => true,
             Ok(_) => false,
             Err(e) => !matches!(
@@ -272,7 +272,7 @@ impl Client {
     /// a reset, not more data, not a timeout) within the read timeout.
     pub fn expect_clean_close(&mut self) {
         let mut buf = [0u8; 64];
-        match self.reader.read(&mut buf) {
+        match read_uninterrupted(&mut self.reader, &mut buf) {
             Ok(0) => {}
             Ok(n) => panic!(
                 "expected the server to close, got {n} more bytes: {:?}",
@@ -287,7 +287,7 @@ impl Client {
         let old = self.reader.get_ref().read_timeout().unwrap();
         self.reader.get_ref().set_read_timeout(Some(quiet)).unwrap();
         let mut buf = [0u8; 64];
-        let r = self.reader.read(&mut buf);
+        let r = read_uninterrupted(&mut self.reader, &mut buf);
         self.reader.get_ref().set_read_timeout(old).unwrap();
         match r {
             Err(e)
@@ -691,6 +691,18 @@ impl Drop for SampleServer {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+}
+
+/// `r.read(buf)`, tried again when a signal interrupted it. A read on a socket with a timeout
+/// is not restarted after a signal handler runs, whatever `SA_RESTART` says (signal(7)), so a
+/// plain `read` can fail with `Interrupted` where `read_exact` would not.
+pub fn read_uninterrupted(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match r.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
         }
     }
 }
