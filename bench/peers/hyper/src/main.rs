@@ -21,7 +21,11 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use peer_args::{parse_args, requested_bytes};
 use tokio::net::TcpListener;
+
+#[path = "../../peer_args.rs"]
+mod peer_args;
 
 /// Largest body `/big` serves and `/echo` accepts; beyond it the peer answers 413.
 const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
@@ -48,22 +52,6 @@ fn main() {
         eprintln!("hyper peer: {message}");
         std::process::exit(1);
     }
-}
-
-/// `--host` and `--port` from the command line.
-fn parse_args() -> Result<(String, u16), String> {
-    let mut host = "127.0.0.1".to_string();
-    let mut port = 8080;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let value = args.next().ok_or_else(|| format!("{arg} needs a value"))?;
-        match arg.as_str() {
-            "--host" => host = value,
-            "--port" => port = value.parse().map_err(|_| format!("bad --port {value:?}"))?,
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    Ok((host, port))
 }
 
 async fn serve(host: String, port: u16) -> Result<(), String> {
@@ -115,14 +103,6 @@ async fn route(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infa
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     };
     Ok(response)
-}
-
-/// The `bytes=N` query parameter.
-fn requested_bytes(query: Option<&str>) -> Option<usize> {
-    query?
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("bytes="))
-        .and_then(|value| value.parse().ok())
 }
 
 fn big_body(len: usize) -> Bytes {

@@ -18,6 +18,10 @@ use std::io::{self, BufRead};
 use std::sync::Mutex;
 
 use may_minihttp::{HttpServer, HttpService, Request, Response};
+use peer_args::{parse_args, requested_bytes};
+
+#[path = "../../peer_args.rs"]
+mod peer_args;
 
 /// Largest body `/big` serves and `/echo` accepts; beyond it the peer answers 413.
 const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
@@ -55,22 +59,6 @@ fn main() {
     println!("listening on http://{address}");
     // The accept coroutine runs until the process is stopped.
     let _ = server.join();
-}
-
-/// `--host` and `--port` from the command line.
-fn parse_args() -> Result<(String, u16), String> {
-    let mut host = "127.0.0.1".to_string();
-    let mut port = 8080;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let value = args.next().ok_or_else(|| format!("{arg} needs a value"))?;
-        match arg.as_str() {
-            "--host" => host = value,
-            "--port" => port = value.parse().map_err(|_| format!("bad --port {value:?}"))?,
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    Ok((host, port))
 }
 
 /// What a request asks for, decided before the request is consumed for its body.
@@ -169,14 +157,6 @@ fn content_length(request: &Request) -> usize {
         .and_then(|header| std::str::from_utf8(header.value).ok())
         .and_then(|value| value.trim().parse().ok())
         .unwrap_or(0)
-}
-
-/// The `bytes=N` query parameter.
-fn requested_bytes(query: Option<&str>) -> Option<usize> {
-    query?
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("bytes="))
-        .and_then(|value| value.parse().ok())
 }
 
 fn big_body(len: usize) -> &'static str {
