@@ -382,6 +382,11 @@ impl ConnCore {
         self.socket.write_with(fill);
     }
 
+    /// See [`Socket::write_pair`].
+    pub(crate) fn write_pair(&self, first: &[u8], second: &[u8]) {
+        self.socket.write_pair(first, second);
+    }
+
     /// Turns Nagle's algorithm off (`tcp_nodelay`) before the first response that needs it:
     /// one that streams (its later pieces must not wait for the peer's ACK) or that keeps the
     /// connection open (the next response must not either). A response of known length after
@@ -705,34 +710,32 @@ impl ConnCore {
             return;
         }
         let signal = self.server.connection_signal();
-        // The library's own handle is kept until the request is complete: dropping it earlier
-        // would make a bodiless request look abandoned (and answered 500) before a responder's
-        // `on_request` or a `request_complete` slot had the chance to answer it.
-        // It is made when the first slot runs (with no slot attached there is nothing to keep
-        // alive), which spares asking the signal whether it has slots before emitting it.
-        let mut own_ptr: Option<ServerConnectionPtr> = None;
-        if !self.guarded(&ex, "connection handler", || {
-            signal.emit(|slot| {
-                let ptr = own_ptr.get_or_insert_with(|| ServerConnectionPtr::new(ex.clone()));
-                slot(ptr.clone())
-            });
-        }) {
-            return;
-        }
-
-        if body_done {
-            self.complete_request(&ex);
-        } else if ex.request().expects_continue() && !ex.headers_sent() && !self.closed.get() {
-            // The application has not refused the body: invite the client to send it.
-            if ex.is_complete() {
-                // It answered already without reading the body: no 100.
-            } else if self.pipeline_front().is_some_and(|f| Rc::ptr_eq(&f, &ex))
-                && ex.claim_continue()
-            {
-                self.socket.write_owned(OwnedBuf::Static(CONTINUE_HEAD));
+        // The library holds the request as a handle would until it is complete: letting go
+        // earlier would make a bodiless request look abandoned (and answered 500) before a
+        // responder's `on_request` or a `request_complete` slot had the chance to answer it.
+        // A count rather than a handle of its own: `ex` is alive in this frame anyway.
+        ex.hold_for_library();
+        let ok = self.guarded(&ex, "connection handler", || {
+            signal.emit(|slot| slot(ServerConnectionPtr::new(ex.clone())));
+        });
+        if ok {
+            if body_done {
+                self.complete_request(&ex);
+            } else if ex.request().expects_continue() && !ex.headers_sent() && !self.closed.get() {
+                // The application has not refused the body: invite the client to send it.
+                if ex.is_complete() {
+                    // It answered already without reading the body: no 100.
+                } else if self.pipeline_front().is_some_and(|f| Rc::ptr_eq(&f, &ex))
+                    && ex.claim_continue()
+                {
+                    self.socket.write_owned(OwnedBuf::Static(CONTINUE_HEAD));
+                }
             }
         }
-        drop(own_ptr);
+        ex.release_library_hold();
+        if !ok {
+            return;
+        }
         // If the response is already done and out of the pipeline, this is the last reference:
         // back to the pool rather than freed (no allocation per request).
         self.server.recycle_exchange(ex);

@@ -120,7 +120,7 @@ impl HeadCache {
 /// `a == b`, with values of up to 16 bytes (content types, mostly) compared by two word loads
 /// each instead of a call to `memcmp`: `respond()`'s fast path compares one per response.
 #[inline]
-fn short_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn short_eq(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {
         return false;

@@ -18,8 +18,8 @@ use std::rc::{Rc, Weak};
 
 use super::conn::ConnCore;
 use super::encode::{
-    chunk_size_line, encode_head, with_cached_whole_head, ConnectionHeader, Framing, CONTINUE_HEAD,
-    LAST_CHUNK,
+    chunk_size_line, encode_head, short_eq, with_cached_whole_head, ConnectionHeader, Framing,
+    CONTINUE_HEAD, LAST_CHUNK,
 };
 use super::headers::Headers;
 use super::method::Method;
@@ -225,11 +225,7 @@ impl Clone for ServerConnectionPtr {
 
 impl Drop for ServerConnectionPtr {
     fn drop(&mut self) {
-        let n = self.0.app_refs.get() - 1;
-        self.0.app_refs.set(n);
-        if n == 0 {
-            self.0.check_abandoned();
-        }
+        self.0.release_library_hold();
     }
 }
 
@@ -349,8 +345,13 @@ impl ServerConnection {
         self.request.borrow_mut().clear();
         self.head_parser.borrow_mut().reset();
         self.trailers.borrow_mut().clear();
-        self.response.borrow_mut().reset();
-        self.direct_status.set(None);
+        if self.direct_status.take().is_some() {
+            // `respond_direct` wrote without describing the response, having found it
+            // untouched but for the status: that is all there is to undo.
+            self.response.borrow_mut().set_status(StatusCode::OK);
+        } else {
+            self.response.borrow_mut().reset();
+        }
         {
             let mut out = self.output.borrow_mut();
             let buffered = out.buffered.take();
@@ -873,11 +874,7 @@ impl ServerConnection {
         core.nagle_off_for(Framing::Length(len), ConnectionHeader::Omit);
         let corked = core.socket_cork();
         let written = with_cached_whole_head(status, content_type.as_bytes(), len, now, |head| {
-            core.write_with(&mut |out| {
-                out.reserve(head.len() + body.len());
-                out.extend_from_slice(head);
-                out.extend_from_slice(body);
-            });
+            core.write_pair(head, body)
         });
         if written.is_none() {
             core.socket_uncork_if(corked);
@@ -886,9 +883,12 @@ impl ServerConnection {
         // Described in `response` only if something looks (see `direct_status`).
         self.direct_status.set(Some(status));
         {
+            // A pooled object mostly answers as it did last time: then there is nothing to copy.
             let mut ty = self.direct_type.borrow_mut();
-            ty.clear();
-            ty.push_str(content_type);
+            if !short_eq(ty.as_bytes(), content_type.as_bytes()) {
+                ty.clear();
+                ty.push_str(content_type);
+            }
         }
         self.headers_sent.set(true);
         {
@@ -1171,6 +1171,24 @@ impl ServerConnection {
             );
         } else {
             core.abort();
+        }
+    }
+
+    /// Counts as one more handle while the library dispatches the request (see
+    /// [`release_library_hold`](Self::release_library_hold)).
+    #[inline]
+    pub(crate) fn hold_for_library(&self) {
+        self.app_refs.set(self.app_refs.get() + 1);
+    }
+
+    /// Lets go of one handle's worth of hold (a [`ServerConnectionPtr`] dropped, or the
+    /// library's own hold ended); the last one finishes an abandoned response.
+    #[inline]
+    pub(crate) fn release_library_hold(&self) {
+        let n = self.app_refs.get() - 1;
+        self.app_refs.set(n);
+        if n == 0 {
+            self.check_abandoned();
         }
     }
 

@@ -52,6 +52,15 @@ pub trait Socket {
         self.write(&v);
         super::pool::give_bytes(v);
     }
+    /// Queues copies of `first` then `second` as if one buffer: a whole small response (its
+    /// head and body) costs one call. The default goes through [`Socket::write_with`].
+    fn write_pair(&self, first: &[u8], second: &[u8]) {
+        self.write_with(&mut |out| {
+            out.reserve(first.len() + second.len());
+            out.extend_from_slice(first);
+            out.extend_from_slice(second);
+        });
+    }
     /// Defers flushing until the matching [`Socket::uncork`]: writes made while corked go out in
     /// one gathered write.
     fn cork(&self);

@@ -270,6 +270,26 @@ impl TcpSocket {
         });
     }
 
+    /// `queue_copy` of `first` and `second` together: one trip to the queue, one room check.
+    fn queue_pair(&self, first: &[u8], second: &[u8]) {
+        self.with_out(|out| {
+            let total = first.len() + second.len();
+            out.pending_bytes += total;
+            if let Some(OwnedBuf::Vec(last)) = out.pending.back_mut() {
+                if last.len() + total <= COALESCE_LIMIT.max(last.capacity()) {
+                    last.extend_from_slice(first);
+                    last.extend_from_slice(second);
+                    return;
+                }
+            }
+            let mut v = out.fresh_buffer();
+            v.reserve(total);
+            v.extend_from_slice(first);
+            v.extend_from_slice(second);
+            out.pending.push_back(OwnedBuf::Vec(v));
+        });
+    }
+
     /// Appends produced bytes to the last queued buffer (coalescing like `queue_copy`).
     /// `fill` must not call back into this socket (the queue is taken out while it runs).
     fn queue_with(&self, fill: &mut dyn FnMut(&mut Vec<u8>)) {
@@ -533,6 +553,19 @@ impl Socket for TcpSocket {
             return;
         }
         self.queue_buf(buf);
+        self.note_queue_growth();
+        if self.corks.get() == 0 {
+            if let Err(e) = self.flush() {
+                log::debug!("write failed: {e}");
+            }
+        }
+    }
+
+    fn write_pair(&self, first: &[u8], second: &[u8]) {
+        if self.state.get() != State::Open || first.len() + second.len() == 0 {
+            return;
+        }
+        self.queue_pair(first, second);
         self.note_queue_growth();
         if self.corks.get() == 0 {
             if let Err(e) = self.flush() {
