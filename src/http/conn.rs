@@ -939,6 +939,34 @@ impl ConnCore {
     /// `ex`'s response is complete. If it is first in line it leaves the line, and the
     /// responses behind it move up.
     pub(crate) fn on_exchange_complete(&self, ex: &ServerConnection) {
+        // The usual case, a response given from the handler inside `process` that is alone
+        // in line and leaves nothing behind (no close, no upgrade): taking it off the line and
+        // stamping the idle time is all `advance_pipeline` would do, since `process` settles
+        // the rest once the read is parsed.
+        if self.processing.get() && !self.closed.get() && ex.retires_plainly() {
+            let popped = self.with_st(|st| {
+                let mut pipeline = st.pipeline.borrow_mut();
+                match pipeline.front() {
+                    Some(f) if pipeline.len() == 1 && std::ptr::eq(&**f, ex) => {
+                        pipeline.pop_front()
+                    }
+                    _ => None,
+                }
+            });
+            if let Some(Some(front)) = popped {
+                front.set_head(false);
+                self.server.recycle_exchange(front);
+                self.idle_since.set(self.now());
+                return;
+            }
+        }
+        self.on_exchange_complete_in_general(ex);
+    }
+
+    /// [`on_exchange_complete`](Self::on_exchange_complete) when the usual case does not
+    /// apply. Out of line, so the usual case does not pay for this one's stack frame.
+    #[inline(never)]
+    fn on_exchange_complete_in_general(&self, ex: &ServerConnection) {
         // Popped in the same borrow that finds it first in line: the usual case (one request
         // in line, answered) then looks at the line once.
         let popped = self

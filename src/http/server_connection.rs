@@ -941,6 +941,19 @@ impl ServerConnection {
         Ok(())
     }
 
+    /// Nothing is left to do once this response is off the line: the connection is not to
+    /// close after it, and it neither is nor may become a protocol switch.
+    #[inline]
+    pub(crate) fn retires_plainly(&self) -> bool {
+        if self.close_after.get() || self.facts.get().upgrade {
+            return false;
+        }
+        let adapter = self.adapter.take();
+        let none = adapter.is_none();
+        self.adapter.set(adapter);
+        none
+    }
+
     pub(crate) fn take_adapter(&self) -> Option<Box<dyn super::adapter::ConnectionAdapter>> {
         let adapter = self.adapter.take()?;
         if self.resp().borrow().status() == StatusCode::SWITCHING_PROTOCOLS
