@@ -46,41 +46,77 @@ struct Emission<'a, F: ?Sized> {
 }
 
 impl<F: ?Sized> Emission<'_, F> {
-    /// Puts the running slot back in its entry (even if it was detached meanwhile:
-    /// compaction drops it, outside borrows).
-    #[inline(always)]
-    fn put_back(&mut self) {
-        if let Some((index, slot)) = self.running.take() {
-            if let Some(e) = self.slots.entries.borrow().get(index) {
-                e.slot.set(Some(slot));
-            }
-        }
-    }
-}
-
-impl<'a, F: ?Sized> Emission<'a, F> {
-    /// Restores the depth and drops what was detached meanwhile, once no emission runs.
-    #[inline(always)]
-    fn end(slots: &'a Slots<F>) {
-        slots.emitting.set(slots.emitting.get() - 1);
-        Signal::compact_if_idle(slots);
-    }
-
     /// Ends an emission whose calls all returned.
     #[inline(always)]
     fn finish(self) {
         let slots = self.slots;
         debug_assert!(self.running.is_none());
+        // The guard's work without its drop glue, which the compiler keeps out of line: no
+        // slot is out of its entry now, so forgetting the guard leaves nothing behind.
         std::mem::forget(self);
-        Self::end(slots);
+        end_emission(slots);
     }
 }
 
 impl<F: ?Sized> Drop for Emission<'_, F> {
     /// Only reached when a slot panicked.
     fn drop(&mut self) {
-        self.put_back();
-        Self::end(self.slots);
+        if let Some((index, slot)) = self.running.take() {
+            put_back(self.slots, index, slot);
+        }
+        end_emission(self.slots);
+    }
+}
+
+/// Puts a slot that ran back in entry `index` (even if it was detached meanwhile: compaction
+/// drops it, outside borrows).
+#[inline(always)]
+fn put_back<F: ?Sized>(slots: &Slots<F>, index: usize, slot: Box<F>) {
+    // The entry is empty (its slot was taken out to run) and still there (entries are only
+    // removed when no emission runs), so nothing is left over; but whatever would be is
+    // dropped after the borrow ends, and out of line, since a drop may run arbitrary code.
+    let left = match slots.entries.borrow().get(index) {
+        Some(e) => e.slot.replace(Some(slot)),
+        None => Some(slot),
+    };
+    if let Some(left) = left {
+        drop_cold(left);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn drop_cold<T: ?Sized>(value: Box<T>) {
+    drop(value);
+}
+
+#[cold]
+#[inline(never)]
+fn drop_cold_rc<T: ?Sized>(value: Rc<T>) {
+    drop(value);
+}
+
+/// Restores the depth and drops what was detached meanwhile, once no emission runs.
+#[inline(always)]
+fn end_emission<F: ?Sized>(slots: &Slots<F>) {
+    slots.emitting.set(slots.emitting.get() - 1);
+    Signal::<F>::compact_if_idle(slots);
+}
+
+/// The single slot of a list, taken out and running (see `Signal::emit_one`). Dropped only
+/// when it panicked: it then puts the slot back, restores the depth and drops what was
+/// detached meanwhile, so the signal stays usable.
+struct RunningOnly<'a, F: ?Sized> {
+    slots: &'a Slots<F>,
+    slot: Option<Box<F>>,
+}
+
+impl<F: ?Sized> Drop for RunningOnly<'_, F> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            put_back(self.slots, 0, slot);
+        }
+        end_emission(self.slots);
     }
 }
 
@@ -278,16 +314,66 @@ impl<F: ?Sized> Signal<F> {
     }
 
     /// `slots` was taken out of `self` by `emit`.
-    fn emit_slots(&self, slots: Rc<Slots<F>>, mut call: impl FnMut(&mut F)) -> usize {
-        // Slots attached during this emission are left for the next one.
-        let end = slots.entries.borrow().len();
-        if end == 0 {
+    fn emit_slots(&self, slots: Rc<Slots<F>>, call: impl FnMut(&mut F)) -> usize {
+        // One borrow sees how many entries there are and, when there is just one whose slot
+        // is not running (the usual case: one handler on the server's `connection` signal),
+        // takes that slot out to run it.
+        let (len, only) = {
+            let entries = slots.entries.borrow();
+            match entries.as_slice() {
+                [only] if only.alive.get() => (1, only.slot.take()),
+                all => (all.len(), None),
+            }
+        };
+        if let Some(slot) = only {
+            return self.emit_one(slots, slot, call);
+        }
+        if len == 0 {
             self.slots.set(Some(slots));
             return 0;
         }
+        self.emit_all(slots, len, call)
+    }
+
+    /// Runs `slot`, taken out of the only entry of `slots`, which was taken out of `self`.
+    #[inline(always)]
+    fn emit_one(&self, slots: Rc<Slots<F>>, slot: Box<F>, mut call: impl FnMut(&mut F)) -> usize {
+        // Back in place before the slot runs; this reference is held for the whole emission:
+        // the slot may renew this signal while it runs. What the cell held is nothing (`emit`
+        // took the list out), dropped out of line.
+        if let Some(old) = self.slots.replace(Some(slots.clone())) {
+            drop_cold_rc(old);
+        }
+        slots.emitting.set(slots.emitting.get() + 1);
+        // Entry 0 stays in place while the depth is raised (a slot attached meanwhile goes
+        // after it, a detached one is only marked), so the slot goes back there.
+        let mut running = RunningOnly {
+            slots: &slots,
+            slot: Some(slot),
+        };
+        if let Some(f) = running.slot.as_deref_mut() {
+            call(f);
+        }
+        // The guard's work without its drop glue: a call that returned leaves nothing for it.
+        if let Some(slot) = running.slot.take() {
+            put_back(&slots, 0, slot);
+        }
+        std::mem::forget(running);
+        end_emission(&slots);
+        1
+    }
+
+    /// Runs the slots of the first `end` entries of `slots`, taken out of `self`: more than
+    /// one, or one that is detached or already running. Out of line, so that the usual
+    /// single-slot emission does not pay for this loop's registers and stack.
+    #[inline(never)]
+    fn emit_all(&self, slots: Rc<Slots<F>>, end: usize, mut call: impl FnMut(&mut F)) -> usize {
         // Back in place before any slot runs; this reference is held for the whole emission:
-        // a slot may renew this signal while it runs.
-        self.slots.set(Some(slots.clone()));
+        // a slot may renew this signal while it runs. (The cell holds nothing, as in
+        // `emit_one`.)
+        if let Some(old) = self.slots.replace(Some(slots.clone())) {
+            drop_cold_rc(old);
+        }
         slots.emitting.set(slots.emitting.get() + 1);
         // One guard for the whole emission: it puts a running slot back in its entry if the
         // call ends by a panic, restores the depth, and drops what was detached meanwhile, so
@@ -297,6 +383,7 @@ impl<F: ?Sized> Signal<F> {
             slots: &slots,
             running: None,
         };
+        // Slots attached during this emission (beyond `end`) are left for the next one.
         let mut ran = 0;
         for index in 0..end {
             let taken = {
@@ -311,10 +398,10 @@ impl<F: ?Sized> Signal<F> {
             let (_, f) = emission.running.insert((index, slot));
             call(&mut **f);
             ran += 1;
-            emission.put_back();
+            if let Some((index, slot)) = emission.running.take() {
+                put_back(&slots, index, slot);
+            }
         }
-        // The guard's work without its drop glue, which the compiler keeps out of line: no
-        // slot is out of its entry now, so forgetting the guard leaves nothing behind.
         emission.finish();
         ran
     }
@@ -510,5 +597,171 @@ mod tests {
         sig.attach(move || h.set(true));
         sig.emit(|f| f());
         assert!(hit.get());
+    }
+
+    // The tests below exercise the single-slot emission (`emit_one`), which the server's
+    // `connection` signal takes once per request; the ones above mostly have two slots.
+
+    #[test]
+    fn single_slot_is_not_reentered_by_a_nested_emission() {
+        let sig: Signal<dyn FnMut(i32)> = Signal::new();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let (s, l) = (sig.clone(), log.clone());
+        sig.attach(move |depth| {
+            l.borrow_mut().push(depth);
+            if depth == 0 {
+                assert_eq!(s.emit(|f| f(1)), 0, "the only slot is running");
+            }
+        });
+        assert_eq!(sig.emit(|f| f(0)), 1);
+        assert_eq!(sig.emit(|f| f(0)), 1, "and was put back");
+        assert_eq!(*log.borrow(), vec![0, 0]);
+    }
+
+    #[test]
+    fn single_slot_detaches_itself_and_is_dropped_after() {
+        struct Dropped(Rc<Cell<bool>>);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                self.0.set(true);
+            }
+        }
+        let sig: Signal<dyn FnMut()> = Signal::new();
+        let dropped = Rc::new(Cell::new(false));
+        let capture = Dropped(dropped.clone());
+        let (s, d) = (sig.clone(), dropped.clone());
+        let id_cell = Rc::new(Cell::new(None));
+        let idc = id_cell.clone();
+        let id = sig.attach(move || {
+            let _ = &capture;
+            assert!(s.detach(idc.get().unwrap()));
+            assert!(!d.get(), "not dropped while it runs");
+            assert!(s.is_empty());
+        });
+        id_cell.set(Some(id));
+        assert_eq!(sig.emit(|f| f()), 1);
+        assert!(dropped.get(), "dropped once the emission ended");
+        assert_eq!(sig.len(), 0);
+        assert_eq!(sig.emit(|f| f()), 0);
+    }
+
+    #[test]
+    fn single_slot_attaches_another_for_the_next_emission() {
+        let sig: Signal<dyn FnMut()> = Signal::new();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let (s, l) = (sig.clone(), log.clone());
+        sig.attach(move || {
+            l.borrow_mut().push("first");
+            if s.len() == 1 {
+                let l = l.clone();
+                s.attach(move || l.borrow_mut().push("second"));
+            }
+        });
+        assert_eq!(sig.emit(|f| f()), 1);
+        assert_eq!(*log.borrow(), vec!["first"]);
+        assert_eq!(sig.emit(|f| f()), 2);
+        assert_eq!(*log.borrow(), vec!["first", "first", "second"]);
+    }
+
+    #[test]
+    fn single_slot_clears_its_signal() {
+        let sig: Signal<dyn FnMut()> = Signal::new();
+        let calls = Rc::new(Cell::new(0));
+        let (s, c) = (sig.clone(), calls.clone());
+        sig.attach(move || {
+            c.set(c.get() + 1);
+            s.clear();
+        });
+        assert_eq!(sig.emit(|f| f()), 1);
+        assert!(sig.is_empty());
+        assert_eq!(sig.emit(|f| f()), 0);
+        assert_eq!(calls.get(), 1);
+    }
+
+    #[test]
+    fn single_slot_renews_its_signal_and_drops_the_last_other_handle() {
+        // Another handle shares the list when the slot renews the signal, so the signal lets
+        // go of the list; the slot then drops that handle too. The emission's own reference is
+        // all that keeps the list, and the running slot's entry, alive until it ends.
+        let sig: Signal<dyn FnMut()> = Signal::new();
+        let calls = Rc::new(Cell::new(0));
+        let clone = Rc::new(RefCell::new(Some(sig.clone())));
+        let (c, handle, me) = (calls.clone(), clone.clone(), Rc::new(sig));
+        let m = me.clone();
+        me.attach(move || {
+            c.set(c.get() + 1);
+            m.renew();
+            drop(handle.borrow_mut().take());
+        });
+        assert_eq!(me.emit(|f| f()), 1);
+        assert_eq!(calls.get(), 1);
+        assert!(me.is_empty());
+        assert_eq!(me.emit(|f| f()), 0);
+        assert_eq!(calls.get(), 1);
+    }
+
+    #[test]
+    fn single_slot_that_panics_stays_attached() {
+        let sig: Signal<dyn FnMut(i32)> = Signal::new();
+        let calls = Rc::new(Cell::new(0));
+        let c = calls.clone();
+        let id = sig.attach(move |fail| {
+            c.set(c.get() + 1);
+            assert_eq!(fail, 0, "boom");
+        });
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sig.emit(|f| f(1))));
+        assert!(r.is_err());
+        // Put back and the depth restored: it runs again, and detaching drops it at once.
+        assert_eq!(sig.emit(|f| f(0)), 1);
+        assert_eq!(calls.get(), 2);
+        assert!(sig.detach(id));
+        assert_eq!(sig.len(), 0);
+        assert_eq!(sig.emit(|f| f(0)), 0);
+    }
+
+    #[test]
+    fn single_slot_detached_while_panicking_is_dropped() {
+        let sig: Signal<dyn FnMut()> = Signal::new();
+        let s = sig.clone();
+        let id_cell = Rc::new(Cell::new(None));
+        let idc = id_cell.clone();
+        id_cell.set(Some(sig.attach(move || {
+            s.detach(idc.get().unwrap());
+            panic!("boom");
+        })));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sig.emit(|f| f())));
+        assert!(r.is_err());
+        assert!(sig.is_empty());
+        let hit = Rc::new(Cell::new(false));
+        let h = hit.clone();
+        sig.attach(move || h.set(true));
+        assert_eq!(sig.emit(|f| f()), 1);
+        assert!(hit.get());
+    }
+
+    #[test]
+    fn a_detached_single_entry_left_by_an_outer_emission_is_skipped() {
+        // Two slots; the first detaches the second and then emits again: the nested emission
+        // sees the first running and the second dead, and calls nothing.
+        let sig: Signal<dyn FnMut(i32)> = Signal::new();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let later = Rc::new(Cell::new(None));
+        let (s, l, lt) = (sig.clone(), log.clone(), later.clone());
+        sig.attach(move |depth| {
+            l.borrow_mut().push(depth);
+            if depth == 0 {
+                s.detach(lt.get().unwrap());
+                assert_eq!(s.emit(|f| f(1)), 0);
+            }
+        });
+        let l = log.clone();
+        later.set(Some(
+            sig.attach(move |depth| l.borrow_mut().push(10 + depth)),
+        ));
+        assert_eq!(sig.emit(|f| f(0)), 1);
+        assert_eq!(sig.len(), 1);
+        // Now a single entry: the fast path.
+        assert_eq!(sig.emit(|f| f(0)), 1);
+        assert_eq!(*log.borrow(), vec![0, 0]);
     }
 }
