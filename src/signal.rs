@@ -20,7 +20,9 @@ use std::rc::Rc;
 pub struct SlotId(u64);
 
 struct Entry<F: ?Sized> {
-    id: SlotId,
+    /// The slot's id; 0 (no slot's) marks `Slots::first` vacant. A `Cell` so that compaction
+    /// can move the second entry into `first`.
+    id: Cell<u64>,
     /// Taken out while the slot runs: a nested emission finds it empty and skips it, and no
     /// borrow of the list is held during the call. Attaching costs one allocation at most
     /// (the box; none for a closure that captures nothing).
@@ -28,8 +30,26 @@ struct Entry<F: ?Sized> {
     alive: Cell<bool>,
 }
 
+impl<F: ?Sized> Entry<F> {
+    fn vacant() -> Self {
+        Entry {
+            id: Cell::new(0),
+            slot: Cell::new(None),
+            alive: Cell::new(false),
+        }
+    }
+}
+
+/// The entries in the order they were attached: `first`, then `rest`. Index 0 names `first`,
+/// index `i > 0` names `rest[i - 1]`.
 struct Slots<F: ?Sized> {
-    entries: RefCell<Vec<Entry<F>>>,
+    /// The first entry, outside the `RefCell`: emitting a signal with a single slot (the usual
+    /// case, e.g. the server's `connection` signal once per request) takes that slot out and
+    /// puts it back without borrowing anything. Vacant only when the list is empty (compaction
+    /// moves the next entry up when it removes this one), so attaching to an empty list fills
+    /// it and attaching to any other list pushes onto `rest`.
+    first: Entry<F>,
+    rest: RefCell<Vec<Entry<F>>>,
     next_id: Cell<u64>,
     /// Depth of emissions in progress; detached entries are only removed at depth 0 so that
     /// indices stay stable while an emission walks the list.
@@ -46,41 +66,80 @@ struct Emission<'a, F: ?Sized> {
 }
 
 impl<F: ?Sized> Emission<'_, F> {
-    /// Puts the running slot back in its entry (even if it was detached meanwhile:
-    /// compaction drops it, outside borrows).
-    #[inline(always)]
-    fn put_back(&mut self) {
-        if let Some((index, slot)) = self.running.take() {
-            if let Some(e) = self.slots.entries.borrow().get(index) {
-                e.slot.set(Some(slot));
-            }
-        }
-    }
-}
-
-impl<'a, F: ?Sized> Emission<'a, F> {
-    /// Restores the depth and drops what was detached meanwhile, once no emission runs.
-    #[inline(always)]
-    fn end(slots: &'a Slots<F>) {
-        slots.emitting.set(slots.emitting.get() - 1);
-        Signal::compact_if_idle(slots);
-    }
-
     /// Ends an emission whose calls all returned.
     #[inline(always)]
     fn finish(self) {
         let slots = self.slots;
         debug_assert!(self.running.is_none());
+        // The guard's work without its drop glue, which the compiler keeps out of line: no
+        // slot is out of its entry now, so forgetting the guard leaves nothing behind.
         std::mem::forget(self);
-        Self::end(slots);
+        end_emission(slots);
     }
 }
 
 impl<F: ?Sized> Drop for Emission<'_, F> {
     /// Only reached when a slot panicked.
     fn drop(&mut self) {
-        self.put_back();
-        Self::end(self.slots);
+        if let Some((index, slot)) = self.running.take() {
+            put_back(self.slots, index, slot);
+        }
+        end_emission(self.slots);
+    }
+}
+
+/// Puts a slot that ran back in entry `index` (even if it was detached meanwhile: compaction
+/// drops it, outside borrows).
+#[inline(always)]
+fn put_back<F: ?Sized>(slots: &Slots<F>, index: usize, slot: Box<F>) {
+    // The entry is empty (its slot was taken out to run) and still there (entries are only
+    // removed when no emission runs), so nothing is left over; but whatever would be is
+    // dropped after the borrow ends, and out of line, since a drop may run arbitrary code.
+    let left = match index.checked_sub(1) {
+        None => slots.first.slot.replace(Some(slot)),
+        Some(i) => match slots.rest.borrow().get(i) {
+            Some(e) => e.slot.replace(Some(slot)),
+            None => Some(slot),
+        },
+    };
+    if let Some(left) = left {
+        drop_cold(left);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn drop_cold<T: ?Sized>(value: Box<T>) {
+    drop(value);
+}
+
+#[cold]
+#[inline(never)]
+fn drop_cold_rc<T: ?Sized>(value: Rc<T>) {
+    drop(value);
+}
+
+/// Restores the depth and drops what was detached meanwhile, once no emission runs.
+#[inline(always)]
+fn end_emission<F: ?Sized>(slots: &Slots<F>) {
+    slots.emitting.set(slots.emitting.get() - 1);
+    Signal::<F>::compact_if_idle(slots);
+}
+
+/// The single slot of a list, taken out and running (see `Signal::emit_one`). Dropped only
+/// when it panicked: it then puts the slot back, restores the depth and drops what was
+/// detached meanwhile, so the signal stays usable.
+struct RunningOnly<'a, F: ?Sized> {
+    slots: &'a Slots<F>,
+    slot: Option<Box<F>>,
+}
+
+impl<F: ?Sized> Drop for RunningOnly<'_, F> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            put_back(self.slots, 0, slot);
+        }
+        end_emission(self.slots);
     }
 }
 
@@ -128,7 +187,8 @@ impl<F: ?Sized> Signal<F> {
 
     fn fresh_slots() -> Rc<Slots<F>> {
         Rc::new(Slots {
-            entries: RefCell::new(Vec::new()),
+            first: Entry::vacant(),
+            rest: RefCell::new(Vec::new()),
             next_id: Cell::new(1),
             emitting: Cell::new(0),
             dirty: Cell::new(false),
@@ -179,7 +239,7 @@ impl<F: ?Sized> Signal<F> {
             drop(slots);
             return;
         }
-        let empty = slots.entries.borrow().is_empty();
+        let empty = slots.first.id.get() == 0;
         // Back in place before any slot is dropped: its captures may reach this signal.
         self.slots.set(Some(slots));
         if !empty {
@@ -190,14 +250,22 @@ impl<F: ?Sized> Signal<F> {
     /// Attaches an already boxed slot. Prefer `attach` / `+=`, which box for you.
     pub fn attach_boxed(&self, slot: Box<F>) -> SlotId {
         let slots = self.shared();
-        let id = SlotId(slots.next_id.get());
-        slots.next_id.set(id.0 + 1);
-        slots.entries.borrow_mut().push(Entry {
-            id,
-            slot: Cell::new(Some(slot)),
-            alive: Cell::new(true),
-        });
-        id
+        let id = slots.next_id.get();
+        slots.next_id.set(id + 1);
+        let first = &slots.first;
+        if first.id.get() == 0 {
+            // An empty list (even during an emission: one over an empty list runs nothing).
+            first.id.set(id);
+            first.alive.set(true);
+            first.slot.set(Some(slot)); // a vacant entry holds no slot: nothing dropped
+        } else {
+            slots.rest.borrow_mut().push(Entry {
+                id: Cell::new(id),
+                slot: Cell::new(Some(slot)),
+                alive: Cell::new(true),
+            });
+        }
+        SlotId(id)
     }
 
     /// Detaches a slot. Returns false if it was not attached (or already detached). Safe to
@@ -207,9 +275,13 @@ impl<F: ?Sized> Signal<F> {
         let Some(slots) = self.existing() else {
             return false;
         };
-        {
-            let entries = slots.entries.borrow();
-            if let Some(e) = entries.iter().find(|e| e.id == id && e.alive.get()) {
+        let first = &slots.first;
+        if first.id.get() == id.0 && first.alive.get() {
+            first.alive.set(false);
+            found = true;
+        } else {
+            let rest = slots.rest.borrow();
+            if let Some(e) = rest.iter().find(|e| e.id.get() == id.0 && e.alive.get()) {
                 e.alive.set(false);
                 found = true;
             }
@@ -226,10 +298,11 @@ impl<F: ?Sized> Signal<F> {
         let Some(slots) = self.existing() else {
             return;
         };
-        if slots.entries.borrow().is_empty() {
+        if slots.first.id.get() == 0 {
             return;
         }
-        for e in slots.entries.borrow().iter() {
+        slots.first.alive.set(false);
+        for e in slots.rest.borrow().iter() {
             e.alive.set(false);
         }
         slots.dirty.set(true);
@@ -239,12 +312,8 @@ impl<F: ?Sized> Signal<F> {
     /// Number of attached slots.
     pub fn len(&self) -> usize {
         self.peek(|slots| {
-            slots
-                .entries
-                .borrow()
-                .iter()
-                .filter(|e| e.alive.get())
-                .count()
+            usize::from(slots.first.alive.get())
+                + slots.rest.borrow().iter().filter(|e| e.alive.get()).count()
         })
         .unwrap_or(0)
     }
@@ -261,7 +330,9 @@ impl<F: ?Sized> Signal<F> {
         // Stops at the first live slot (the server asks this of its `connection` signal once
         // per request).
         !self
-            .peek(|slots| slots.entries.borrow().iter().any(|e| e.alive.get()))
+            .peek(|slots| {
+                slots.first.alive.get() || slots.rest.borrow().iter().any(|e| e.alive.get())
+            })
             .unwrap_or(false)
     }
 
@@ -278,16 +349,75 @@ impl<F: ?Sized> Signal<F> {
     }
 
     /// `slots` was taken out of `self` by `emit`.
-    fn emit_slots(&self, slots: Rc<Slots<F>>, mut call: impl FnMut(&mut F)) -> usize {
-        // Slots attached during this emission are left for the next one.
-        let end = slots.entries.borrow().len();
-        if end == 0 {
-            self.slots.set(Some(slots));
-            return 0;
+    fn emit_slots(&self, slots: Rc<Slots<F>>, call: impl FnMut(&mut F)) -> usize {
+        // Slots attached during this emission are left for the next one: only the entries
+        // there now are visited.
+        let rest_end = slots.rest.borrow().len();
+        let first = &slots.first;
+        // None: no slot (an empty list), or one detached or already running further up the
+        // stack, which is not re-entered.
+        let taken = if first.alive.get() {
+            first.slot.take()
+        } else {
+            None
+        };
+        match taken {
+            // The usual case: a single slot.
+            Some(slot) if rest_end == 0 => self.emit_one(slots, slot, call),
+            None if rest_end == 0 => {
+                self.slots.set(Some(slots));
+                0
+            }
+            taken => self.emit_all(slots, taken, rest_end, call),
         }
+    }
+
+    /// Runs `slot`, taken out of `slots.first`, the only entry of `slots`, which was taken out
+    /// of `self`.
+    #[inline(always)]
+    fn emit_one(&self, slots: Rc<Slots<F>>, slot: Box<F>, mut call: impl FnMut(&mut F)) -> usize {
+        // Back in place before the slot runs; this reference is held for the whole emission:
+        // the slot may renew this signal while it runs. What the cell held is nothing (`emit`
+        // took the list out), dropped out of line.
+        if let Some(old) = self.slots.replace(Some(slots.clone())) {
+            drop_cold_rc(old);
+        }
+        slots.emitting.set(slots.emitting.get() + 1);
+        // `first` keeps its entry while the depth is raised (a slot attached meanwhile goes
+        // after it, a detached one is only marked), so the slot goes back there.
+        let mut running = RunningOnly {
+            slots: &slots,
+            slot: Some(slot),
+        };
+        if let Some(f) = running.slot.as_deref_mut() {
+            call(f);
+        }
+        // The guard's work without its drop glue: a call that returned leaves nothing for it.
+        if let Some(slot) = running.slot.take() {
+            put_back(&slots, 0, slot);
+        }
+        std::mem::forget(running);
+        end_emission(&slots);
+        1
+    }
+
+    /// Runs `first`, taken out of `slots.first`, then the slots of the first `rest_end`
+    /// entries of `slots.rest`; `slots` was taken out of `self`. Out of line, so that the usual
+    /// single-slot emission does not pay for this loop's registers and stack.
+    #[inline(never)]
+    fn emit_all(
+        &self,
+        slots: Rc<Slots<F>>,
+        first: Option<Box<F>>,
+        rest_end: usize,
+        mut call: impl FnMut(&mut F),
+    ) -> usize {
         // Back in place before any slot runs; this reference is held for the whole emission:
-        // a slot may renew this signal while it runs.
-        self.slots.set(Some(slots.clone()));
+        // a slot may renew this signal while it runs. (The cell holds nothing, as in
+        // `emit_one`.)
+        if let Some(old) = self.slots.replace(Some(slots.clone())) {
+            drop_cold_rc(old);
+        }
         slots.emitting.set(slots.emitting.get() + 1);
         // One guard for the whole emission: it puts a running slot back in its entry if the
         // call ends by a panic, restores the depth, and drops what was detached meanwhile, so
@@ -298,23 +428,24 @@ impl<F: ?Sized> Signal<F> {
             running: None,
         };
         let mut ran = 0;
-        for index in 0..end {
-            let taken = {
-                let entries = slots.entries.borrow();
-                match entries.get(index) {
+        let mut next = first;
+        for index in 0..=rest_end {
+            if index > 0 {
+                let rest = slots.rest.borrow();
+                next = match rest.get(index - 1) {
                     Some(e) if e.alive.get() => e.slot.take(),
-                    _ => continue,
-                }
-            };
-            // None: the slot is running further up the stack and is not re-entered.
-            let Some(slot) = taken else { continue };
+                    _ => None,
+                };
+            }
+            // None: detached, or running further up the stack and not re-entered.
+            let Some(slot) = next.take() else { continue };
             let (_, f) = emission.running.insert((index, slot));
             call(&mut **f);
             ran += 1;
-            emission.put_back();
+            if let Some((index, slot)) = emission.running.take() {
+                put_back(&slots, index, slot);
+            }
         }
-        // The guard's work without its drop glue, which the compiler keeps out of line: no
-        // slot is out of its entry now, so forgetting the guard leaves nothing behind.
         emission.finish();
         ran
     }
@@ -330,20 +461,39 @@ impl<F: ?Sized> Signal<F> {
     #[cold]
     fn compact(s: &Slots<F>) {
         if s.emitting.get() == 0 && s.dirty.replace(false) {
-            // One dead entry at a time, dropped after the borrow ends: dropping a slot may drop
-            // captured values whose own Drop touches this signal (the live entries stay in
-            // place meanwhile). No allocation, so renewing a pooled object's signals is free.
+            // One dead entry at a time, its slot dropped after the borrow ends: dropping a slot
+            // may drop captured values whose own Drop touches this signal (the live entries
+            // stay in place meanwhile). No allocation, so renewing a pooled object's signals is
+            // free.
             loop {
-                let dead = {
-                    let mut entries = s.entries.borrow_mut();
-                    match entries.iter().position(|e| !e.alive.get()) {
-                        Some(i) => entries.remove(i),
+                let dead = if s.first.id.get() != 0 && !s.first.alive.get() {
+                    Self::remove_first(s)
+                } else {
+                    let mut rest = s.rest.borrow_mut();
+                    match rest.iter().position(|e| !e.alive.get()) {
+                        Some(i) => rest.remove(i).slot.take(),
                         None => break,
                     }
                 };
                 drop(dead);
             }
         }
+    }
+
+    /// Removes the (dead) first entry: the next one moves up, or `first` becomes vacant if
+    /// there is none. Returns its slot, to be dropped by the caller outside borrows.
+    fn remove_first(s: &Slots<F>) -> Option<Box<F>> {
+        let dead = s.first.slot.take();
+        let mut rest = s.rest.borrow_mut();
+        if rest.is_empty() {
+            s.first.id.set(0);
+        } else {
+            let next = rest.remove(0);
+            s.first.id.set(next.id.get());
+            s.first.alive.set(next.alive.get());
+            s.first.slot.set(next.slot.take()); // taken out above: nothing dropped
+        }
+        dead
     }
 }
 
@@ -510,5 +660,225 @@ mod tests {
         sig.attach(move || h.set(true));
         sig.emit(|f| f());
         assert!(hit.get());
+    }
+
+    // The tests below exercise the single-slot emission (`emit_one`), which the server's
+    // `connection` signal takes once per request; the ones above mostly have two slots.
+
+    #[test]
+    fn single_slot_is_not_reentered_by_a_nested_emission() {
+        let sig: Signal<dyn FnMut(i32)> = Signal::new();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let (s, l) = (sig.clone(), log.clone());
+        sig.attach(move |depth| {
+            l.borrow_mut().push(depth);
+            if depth == 0 {
+                assert_eq!(s.emit(|f| f(1)), 0, "the only slot is running");
+            }
+        });
+        assert_eq!(sig.emit(|f| f(0)), 1);
+        assert_eq!(sig.emit(|f| f(0)), 1, "and was put back");
+        assert_eq!(*log.borrow(), vec![0, 0]);
+    }
+
+    #[test]
+    fn single_slot_detaches_itself_and_is_dropped_after() {
+        struct Dropped(Rc<Cell<bool>>);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                self.0.set(true);
+            }
+        }
+        let sig: Signal<dyn FnMut()> = Signal::new();
+        let dropped = Rc::new(Cell::new(false));
+        let capture = Dropped(dropped.clone());
+        let (s, d) = (sig.clone(), dropped.clone());
+        let id_cell = Rc::new(Cell::new(None));
+        let idc = id_cell.clone();
+        let id = sig.attach(move || {
+            let _ = &capture;
+            assert!(s.detach(idc.get().unwrap()));
+            assert!(!d.get(), "not dropped while it runs");
+            assert!(s.is_empty());
+        });
+        id_cell.set(Some(id));
+        assert_eq!(sig.emit(|f| f()), 1);
+        assert!(dropped.get(), "dropped once the emission ended");
+        assert_eq!(sig.len(), 0);
+        assert_eq!(sig.emit(|f| f()), 0);
+    }
+
+    #[test]
+    fn single_slot_attaches_another_for_the_next_emission() {
+        let sig: Signal<dyn FnMut()> = Signal::new();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let (s, l) = (sig.clone(), log.clone());
+        sig.attach(move || {
+            l.borrow_mut().push("first");
+            if s.len() == 1 {
+                let l = l.clone();
+                s.attach(move || l.borrow_mut().push("second"));
+            }
+        });
+        assert_eq!(sig.emit(|f| f()), 1);
+        assert_eq!(*log.borrow(), vec!["first"]);
+        assert_eq!(sig.emit(|f| f()), 2);
+        assert_eq!(*log.borrow(), vec!["first", "first", "second"]);
+    }
+
+    #[test]
+    fn single_slot_clears_its_signal() {
+        let sig: Signal<dyn FnMut()> = Signal::new();
+        let calls = Rc::new(Cell::new(0));
+        let (s, c) = (sig.clone(), calls.clone());
+        sig.attach(move || {
+            c.set(c.get() + 1);
+            s.clear();
+        });
+        assert_eq!(sig.emit(|f| f()), 1);
+        assert!(sig.is_empty());
+        assert_eq!(sig.emit(|f| f()), 0);
+        assert_eq!(calls.get(), 1);
+    }
+
+    #[test]
+    fn single_slot_renews_its_signal_and_drops_the_last_other_handle() {
+        // Another handle shares the list when the slot renews the signal, so the signal lets
+        // go of the list; the slot then drops that handle too. The emission's own reference is
+        // all that keeps the list, and the running slot's entry, alive until it ends.
+        let sig: Signal<dyn FnMut()> = Signal::new();
+        let calls = Rc::new(Cell::new(0));
+        let clone = Rc::new(RefCell::new(Some(sig.clone())));
+        let (c, handle, me) = (calls.clone(), clone.clone(), Rc::new(sig));
+        let m = me.clone();
+        me.attach(move || {
+            c.set(c.get() + 1);
+            m.renew();
+            drop(handle.borrow_mut().take());
+        });
+        assert_eq!(me.emit(|f| f()), 1);
+        assert_eq!(calls.get(), 1);
+        assert!(me.is_empty());
+        assert_eq!(me.emit(|f| f()), 0);
+        assert_eq!(calls.get(), 1);
+    }
+
+    #[test]
+    fn single_slot_that_panics_stays_attached() {
+        let sig: Signal<dyn FnMut(i32)> = Signal::new();
+        let calls = Rc::new(Cell::new(0));
+        let c = calls.clone();
+        let id = sig.attach(move |fail| {
+            c.set(c.get() + 1);
+            assert_eq!(fail, 0, "boom");
+        });
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sig.emit(|f| f(1))));
+        assert!(r.is_err());
+        // Put back and the depth restored: it runs again, and detaching drops it at once.
+        assert_eq!(sig.emit(|f| f(0)), 1);
+        assert_eq!(calls.get(), 2);
+        assert!(sig.detach(id));
+        assert_eq!(sig.len(), 0);
+        assert_eq!(sig.emit(|f| f(0)), 0);
+    }
+
+    #[test]
+    fn single_slot_detached_while_panicking_is_dropped() {
+        let sig: Signal<dyn FnMut()> = Signal::new();
+        let s = sig.clone();
+        let id_cell = Rc::new(Cell::new(None));
+        let idc = id_cell.clone();
+        id_cell.set(Some(sig.attach(move || {
+            s.detach(idc.get().unwrap());
+            panic!("boom");
+        })));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sig.emit(|f| f())));
+        assert!(r.is_err());
+        assert!(sig.is_empty());
+        let hit = Rc::new(Cell::new(false));
+        let h = hit.clone();
+        sig.attach(move || h.set(true));
+        assert_eq!(sig.emit(|f| f()), 1);
+        assert!(hit.get());
+    }
+
+    #[test]
+    fn a_detached_single_entry_left_by_an_outer_emission_is_skipped() {
+        // Two slots; the first detaches the second and then emits again: the nested emission
+        // sees the first running and the second dead, and calls nothing.
+        let sig: Signal<dyn FnMut(i32)> = Signal::new();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let later = Rc::new(Cell::new(None));
+        let (s, l, lt) = (sig.clone(), log.clone(), later.clone());
+        sig.attach(move |depth| {
+            l.borrow_mut().push(depth);
+            if depth == 0 {
+                s.detach(lt.get().unwrap());
+                assert_eq!(s.emit(|f| f(1)), 0);
+            }
+        });
+        let l = log.clone();
+        later.set(Some(
+            sig.attach(move |depth| l.borrow_mut().push(10 + depth)),
+        ));
+        assert_eq!(sig.emit(|f| f(0)), 1);
+        assert_eq!(sig.len(), 1);
+        // Now a single entry: the fast path.
+        assert_eq!(sig.emit(|f| f(0)), 1);
+        assert_eq!(*log.borrow(), vec![0, 0]);
+    }
+
+    #[test]
+    fn order_and_ids_survive_removing_the_first_entry() {
+        // The first entry lives apart from the others: removing it moves the next one up.
+        let sig: Signal<dyn FnMut(i32)> = Signal::new();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let ids: Vec<SlotId> = (0..3)
+            .map(|n| {
+                let l = log.clone();
+                sig.attach(move |v| l.borrow_mut().push(n * 10 + v))
+            })
+            .collect();
+        assert!(sig.detach(ids[0]));
+        assert!(!sig.detach(ids[0]));
+        assert_eq!(sig.len(), 2);
+        assert_eq!(sig.emit(|f| f(1)), 2);
+        // The entry moved up is still found by its id, and the last one becomes the only one.
+        assert!(sig.detach(ids[1]));
+        assert_eq!(sig.emit(|f| f(2)), 1);
+        assert!(sig.detach(ids[2]));
+        assert!(sig.is_empty());
+        assert_eq!(sig.emit(|f| f(3)), 0);
+        // Empty again: the next slot attached is the first.
+        let l = log.clone();
+        let id = sig.attach(move |v| l.borrow_mut().push(100 + v));
+        let l = log.clone();
+        sig.attach(move |v| l.borrow_mut().push(200 + v));
+        assert_eq!(sig.emit(|f| f(4)), 2);
+        assert!(sig.detach(id));
+        assert_eq!(sig.emit(|f| f(5)), 1);
+        assert_eq!(*log.borrow(), vec![11, 21, 22, 104, 204, 205]);
+    }
+
+    #[test]
+    fn clearing_from_a_slot_drops_every_entry_after_the_emission() {
+        let sig: Signal<dyn FnMut()> = Signal::new();
+        let calls = Rc::new(Cell::new(0));
+        let (s, c) = (sig.clone(), calls.clone());
+        sig.attach(move || {
+            c.set(c.get() + 1);
+            s.clear();
+            assert!(s.is_empty());
+        });
+        let c = calls.clone();
+        sig.attach(move || c.set(c.get() + 100));
+        // The second was detached by the first before its turn.
+        assert_eq!(sig.emit(|f| f()), 1);
+        assert_eq!(calls.get(), 1);
+        assert!(sig.is_empty());
+        let c = calls.clone();
+        sig.attach(move || c.set(c.get() + 1000));
+        assert_eq!(sig.emit(|f| f()), 1);
+        assert_eq!(calls.get(), 1001);
     }
 }
