@@ -319,6 +319,12 @@ impl ConnCore {
         self.server.now()
     }
 
+    /// The server's response head cache (see [`HeadCache`](super::encode::HeadCache)).
+    #[inline]
+    pub(crate) fn head_cache(&self) -> &std::cell::RefCell<super::encode::HeadCache> {
+        self.server.head_cache()
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.get()
     }

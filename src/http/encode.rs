@@ -31,12 +31,12 @@ pub(crate) enum ConnectionHeader {
     Close,
 }
 
-/// The head of the last response with a `Content-Length` encoded on this thread, up to and
-/// including `Content-Length: `. A server tends to send the same head over and over: the same
+/// The head of the last response with a `Content-Length` a server encoded, up to and
+/// including `Content-Length: ` (one per server: its owner passes it to [`encode_head`]). A server tends to send the same head over and over: the same
 /// status and fields, and a `Date` that changes once a second. When all three are unchanged,
 /// copying that prefix whole replaces a dozen small copies, the status-line lookup and the date
 /// cache; only the length and the end of the head are written per response.
-struct HeadCache {
+pub(crate) struct HeadCache {
     /// Whether `prefix` was filled (and from a head the cache may stand for).
     filled: bool,
     status: StatusCode,
@@ -46,7 +46,7 @@ struct HeadCache {
     date_at: u64,
     prefix: Vec<u8>,
     /// Whether `fields` is a single `Content-Type`, as `respond()` leaves a response; its
-    /// value is then in `sole_content_type`, and [`with_cached_whole_head`] recognises the head
+    /// value is then in `sole_content_type`, and [`HeadCache::whole_head`] recognises the head
     /// from the value alone. (A flag and a kept buffer: refills never allocate.)
     has_sole_content_type: bool,
     sole_content_type: Vec<u8>,
@@ -56,9 +56,10 @@ struct HeadCache {
     whole: Vec<u8>,
 }
 
-thread_local! {
-    static HEAD_CACHE: RefCell<HeadCache> = const {
-        RefCell::new(HeadCache {
+impl HeadCache {
+    /// An empty cache: the first head encoded fills it.
+    pub(crate) const fn new() -> HeadCache {
+        HeadCache {
             filled: false,
             status: StatusCode::OK,
             fields: Headers::new(),
@@ -68,11 +69,40 @@ thread_local! {
             sole_content_type: Vec::new(),
             whole_len: None,
             whole: Vec::new(),
-        })
-    };
-}
+        }
+    }
 
-impl HeadCache {
+    /// The whole head of a keep-alive HTTP/1.1 response with `status`, the single field
+    /// `Content-Type: content_type` and a body of `body_len` bytes, if this cache holds it
+    /// for `loop_now_ms` (`respond()` on an untouched response); `None` otherwise. The value
+    /// is compared with one the cache took from a response that passed field validation, so
+    /// a match needs no validation of its own.
+    #[inline]
+    pub(crate) fn whole_head(
+        &mut self,
+        status: StatusCode,
+        content_type: &[u8],
+        body_len: u64,
+        loop_now_ms: u64,
+    ) -> Option<&[u8]> {
+        if !self.holds(status, content_type, loop_now_ms) {
+            return None;
+        }
+        if self.whole_len != Some(body_len) {
+            self.complete_whole(body_len);
+        }
+        Some(&self.whole)
+    }
+
+    /// Completes `prefix` for a body of `body_len` bytes into `whole`. Out of line: a server
+    /// mostly answers with bodies of one length.
+    #[inline(never)]
+    fn complete_whole(&mut self, body_len: u64) {
+        self.whole.clear();
+        self.whole.extend_from_slice(&self.prefix);
+        push_length_tail(&mut self.whole, body_len, ConnectionHeader::Omit);
+        self.whole_len = Some(body_len);
+    }
     /// Appends the cached prefix if it is exactly what `response` encodes to at `loop_now_ms`.
     fn append_if_current(&self, out: &mut Vec<u8>, response: &Response, loop_now_ms: u64) -> bool {
         if !self.filled
@@ -138,48 +168,20 @@ pub(crate) fn short_eq(a: &[u8], b: &[u8]) -> bool {
 /// The field name `Response::set_content_type` stores, as the head cache compares it.
 const CONTENT_TYPE: &[u8] = b"Content-Type";
 
-/// Runs `f` with the whole head of a keep-alive HTTP/1.1 response with `status`, the single
-/// field `Content-Type: content_type` and a body of `body_len` bytes, if the per-thread head
-/// cache holds it for `loop_now_ms` (`respond()` on an untouched response); `None`
-/// otherwise. The value is compared with one the cache took from a response that passed
-/// field validation, so a match needs no validation of its own.
-pub(crate) fn with_cached_whole_head<R>(
-    status: StatusCode,
-    content_type: &[u8],
-    body_len: u64,
-    loop_now_ms: u64,
-    f: impl FnOnce(&[u8]) -> R,
-) -> Option<R> {
-    HEAD_CACHE.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        if !cache.holds(status, content_type, loop_now_ms) {
-            return None;
-        }
-        if cache.whole_len != Some(body_len) {
-            let cache = &mut *cache;
-            cache.whole.clear();
-            cache.whole.extend_from_slice(&cache.prefix);
-            push_length_tail(&mut cache.whole, body_len, ConnectionHeader::Omit);
-            cache.whole_len = Some(body_len);
-        }
-        Some(f(&cache.whole))
-    })
-}
-
 /// Appends the response head: status line, the application's fields, `Date` unless the
 /// application set one, the framing field (`write_length` false for 304/HEAD cases where
-/// the application decides), `Connection`, and the blank line.
+/// the application decides), `Connection`, and the blank line. `cache` remembers the head
+/// for the next one (see [`HeadCache`]).
 pub(crate) fn encode_head(
     out: &mut Vec<u8>,
+    cache: &RefCell<HeadCache>,
     response: &Response,
     framing: Framing,
     connection: ConnectionHeader,
     loop_now_ms: u64,
 ) {
     let cacheable = matches!(framing, Framing::Length(_)) && !response.has_custom_reason();
-    if cacheable
-        && HEAD_CACHE.with(|cache| cache.borrow().append_if_current(out, response, loop_now_ms))
-    {
+    if cacheable && cache.borrow().append_if_current(out, response, loop_now_ms) {
         if let Framing::Length(n) = framing {
             push_length_tail(out, n, connection);
         }
@@ -247,7 +249,7 @@ pub(crate) fn encode_head(
             out.extend_from_slice(b"Content-Length: ");
             // The application's own Date or Connection field makes the head one-off.
             if cacheable && !has_date && extra_connection.is_none() {
-                HEAD_CACHE.with(|cache| cache.borrow_mut().fill(response, date_at, &out[start..]));
+                cache.borrow_mut().fill(response, date_at, &out[start..]);
             }
             if extra_connection.is_none() {
                 push_length_tail(out, n, connection);
@@ -391,9 +393,14 @@ mod tests {
         }
     }
 
+    thread_local! {
+        /// The cache the tests' heads go through: one per test thread, as a server has one.
+        static TEST_CACHE: RefCell<HeadCache> = const { RefCell::new(HeadCache::new()) };
+    }
+
     fn head(r: &Response, f: Framing, c: ConnectionHeader) -> String {
         let mut out = Vec::new();
-        encode_head(&mut out, r, f, c, 0);
+        TEST_CACHE.with(|cache| encode_head(&mut out, cache, r, f, c, 0));
         String::from_utf8(out).unwrap()
     }
 
@@ -420,7 +427,7 @@ mod tests {
 
     fn head_at(r: &Response, f: Framing, c: ConnectionHeader, now: u64) -> String {
         let mut out = b"before".to_vec();
-        encode_head(&mut out, r, f, c, now);
+        TEST_CACHE.with(|cache| encode_head(&mut out, cache, r, f, c, now));
         assert!(out.starts_with(b"before"), "appends, never rewrites");
         String::from_utf8(out.split_off(6)).unwrap()
     }

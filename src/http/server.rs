@@ -8,6 +8,7 @@ use std::rc::{Rc, Weak};
 use super::body::BodyLimits;
 use super::conn::{ConnConfig, ConnCore};
 use super::decode::HeadLimits;
+use super::encode::HeadCache;
 use super::options::{OverLimit, ServerOptions};
 use super::responder::ServerConnectionFactory;
 use super::server_connection::{ServerConnection, ServerConnectionPtr};
@@ -107,6 +108,8 @@ pub(crate) struct ServerShared {
     live: Cell<usize>,
     accept_paused: Cell<bool>,
     exchange_pool: RefCell<Vec<Rc<ServerConnection>>>,
+    /// The last response head with a length this server encoded, for the next one.
+    head_cache: RefCell<HeadCache>,
     connection: Signal<dyn FnMut(ServerConnectionPtr)>,
     factory: RefCell<Option<Rc<dyn ServerConnectionFactory>>>,
     tls: RefCell<Option<TlsContext>>,
@@ -213,6 +216,7 @@ impl Server {
             live: Cell::new(0),
             accept_paused: Cell::new(false),
             exchange_pool: RefCell::new(Vec::new()),
+            head_cache: RefCell::new(HeadCache::new()),
             connection: connection.clone(),
             factory: RefCell::new(None),
             tls: RefCell::new(None),
@@ -437,6 +441,12 @@ fn accept_callback(weak: Weak<ServerShared>) -> impl FnMut(Result<(), UvError>) 
 }
 
 impl ServerShared {
+    /// See [`HeadCache`]: one per server, reached without a thread-local lookup.
+    #[inline]
+    pub(crate) fn head_cache(&self) -> &RefCell<HeadCache> {
+        &self.head_cache
+    }
+
     pub(crate) fn now(&self) -> u64 {
         self.lp.now()
     }

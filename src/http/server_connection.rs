@@ -18,8 +18,7 @@ use std::rc::{Rc, Weak};
 
 use super::conn::ConnCore;
 use super::encode::{
-    chunk_size_line, encode_head, short_eq, with_cached_whole_head, ConnectionHeader, Framing,
-    CONTINUE_HEAD, LAST_CHUNK,
+    chunk_size_line, encode_head, short_eq, ConnectionHeader, Framing, CONTINUE_HEAD, LAST_CHUNK,
 };
 use super::headers::Headers;
 use super::method::Method;
@@ -539,7 +538,14 @@ impl ServerConnection {
             && framing == Framing::Length(body.len() as u64);
         let now = core.now();
         let mut fill = |out: &mut Vec<u8>| {
-            encode_head(out, &self.resp().borrow(), framing, connection, now);
+            encode_head(
+                out,
+                core.head_cache(),
+                &self.resp().borrow(),
+                framing,
+                connection,
+                now,
+            );
             if inline {
                 out.extend_from_slice(body);
             }
@@ -839,7 +845,7 @@ impl ServerConnection {
     /// `respond()` in the case that dominates busy servers, without the general path's
     /// decisions: this response is first in line, the request was read whole, it is an
     /// HTTP/1.1 keep-alive request other than HEAD, the application set nothing on the
-    /// response, the body is small, and the per-thread head cache holds the head. Every one of
+    /// response, the body is small, and the server's head cache holds the head. Every one of
     /// those facts settles a decision `send_head_on` would make (framing by length, no
     /// `Connection` field, no `100 Continue`, the body inline), so the bytes are the ones the
     /// general path writes, and the response is left in the same state. Returns false, having
@@ -873,10 +879,17 @@ impl ServerConnection {
         // Nagle goes off before the first byte of a keep-alive response (see `nagle_off_for`).
         core.nagle_off_for(Framing::Length(len), ConnectionHeader::Omit);
         let corked = core.socket_cork();
-        let written = with_cached_whole_head(status, content_type.as_bytes(), len, now, |head| {
-            core.write_pair(head, body)
-        });
-        if written.is_none() {
+        let written = {
+            let mut cache = core.head_cache().borrow_mut();
+            match cache.whole_head(status, content_type.as_bytes(), len, now) {
+                Some(head) => {
+                    core.write_pair(head, body);
+                    true
+                }
+                None => false,
+            }
+        };
+        if !written {
             core.socket_uncork_if(corked);
             return false;
         }
