@@ -657,7 +657,7 @@ impl ConnCore {
     /// busy state the caller looked at; it is let go before any application code runs.
     fn start_request(&self, st: Ref<'_, ConnState>, ex: Rc<ServerConnection>, kind: BodyKind) {
         self.first_request.set(false);
-        ex.attach_core(self.me.clone());
+        ex.attach_core(&self.me);
         if let BodyKind::Length(n) = kind {
             if n > st.config.max_body_size {
                 drop(st);
@@ -858,7 +858,7 @@ impl ConnCore {
         self.draining.set(true);
         self.st().head_started.set(None);
         let ex = self.server.take_exchange();
-        ex.attach_core(self.me.clone());
+        ex.attach_core(&self.me);
         // Of the empty request the exchange holds: what the response path asks of it is
         // then answered as it always was.
         ex.note_request_facts();

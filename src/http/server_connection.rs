@@ -340,7 +340,9 @@ impl ServerConnection {
     /// Makes a pooled object ready for its next request. Subscriptions of the previous user are
     /// dropped, and a signal someone kept a clone of is replaced, so nothing leaks across.
     pub(crate) fn reset(&self) {
-        *self.core.borrow_mut() = Weak::new();
+        // The tie to the connection stays (`attach_core` replaces it): a pooled object is
+        // unreachable by the application, and mostly serves the same connection next. What
+        // it keeps is the connection's allocation, not the connection (a `Weak`).
         self.request.borrow_mut().clear();
         self.head_parser.borrow_mut().reset();
         self.trailers.borrow_mut().clear();
@@ -995,8 +997,14 @@ impl ServerConnection {
 
     // ---- internals used by the connection ------------------------------------------------
 
-    pub(crate) fn attach_core(&self, core: Weak<ConnCore>) {
-        *self.core.borrow_mut() = core;
+    /// Ties this request object to its connection. A pooled object keeps the last tie (see
+    /// `reset`): when it serves the same connection again, as it mostly does, there is nothing
+    /// to change.
+    pub(crate) fn attach_core(&self, core: &Weak<ConnCore>) {
+        let mut mine = self.core.borrow_mut();
+        if !Weak::ptr_eq(&mine, core) {
+            *mine = core.clone();
+        }
     }
 
     pub(crate) fn core(&self) -> Option<Rc<ConnCore>> {
