@@ -710,9 +710,11 @@ impl ConnCore {
                 return;
             }
         }
-        if !self.guarded(&ex, "ServerResponder::on_headers", || {
-            ex.with_responder(|r, c| r.on_headers(c))
-        }) {
+        if ex.has_responder()
+            && !self.guarded(&ex, "ServerResponder::on_headers", || {
+                ex.with_responder(|r, c| r.on_headers(c))
+            })
+        {
             return;
         }
         let signal = self.server.connection_signal();
@@ -822,12 +824,12 @@ impl ConnCore {
     }
 
     /// The application's turn once all of `ex`'s request was read (`request_read` done).
+    #[inline]
     fn complete_request(&self, ex: &Rc<ServerConnection>) {
-        let ok = self.guarded(ex, "ServerResponder::on_request", || {
-            ex.with_responder(|r, c| r.on_request(c))
-        }) && self.guarded(ex, "request_complete handler", || {
-            ex.request_complete_signal.emit(|slot| slot(ex));
-        });
+        // Mostly nobody listens (no responder, no `request_complete` slot): then the guarded
+        // calls, and the stack frame they need, are skipped.
+        let ok = !(ex.has_responder() || !ex.request_complete_signal.is_empty())
+            || self.run_request_complete_handlers(ex);
         if ok {
             ex.check_abandoned();
         }
@@ -835,6 +837,17 @@ impl ConnCore {
             self.phase.set(Phase::Discard);
         }
         self.maybe_close_when_idle();
+    }
+
+    /// The responder's `on_request` and the `request_complete` slots, for `complete_request`;
+    /// false if one panicked.
+    #[inline(never)]
+    fn run_request_complete_handlers(&self, ex: &Rc<ServerConnection>) -> bool {
+        self.guarded(ex, "ServerResponder::on_request", || {
+            ex.with_responder(|r, c| r.on_request(c))
+        }) && self.guarded(ex, "request_complete handler", || {
+            ex.request_complete_signal.emit(|slot| slot(ex));
+        })
     }
 
     /// All of `ex`'s request has been read.

@@ -266,6 +266,7 @@ impl Request {
     /// The raw (still percent-encoded) path without the query. For an
     /// absolute-form target this is its path component, `/` if empty; for
     /// authority-form and `*` it is the whole target.
+    #[inline]
     pub fn path(&self) -> &str {
         let path = self.target.get(self.path.clone()).unwrap_or("");
         if path.is_empty() && self.form == TargetForm::Absolute {

@@ -386,6 +386,7 @@ impl ServerConnection {
     // ---- accessors ----------------------------------------------------------------------
 
     /// The request (head; the body arrives through [`ServerConnection::payload`]).
+    #[inline]
     pub fn request(&self) -> Ref<'_, Request> {
         self.request.borrow()
     }
@@ -396,6 +397,7 @@ impl ServerConnection {
     }
 
     /// Parses the head in `buf` into this request (see [`super::decode::HeadParser`]).
+    #[inline]
     pub(crate) fn parse_head(
         &self,
         buf: &[u8],
@@ -1152,6 +1154,15 @@ impl ServerConnection {
             self.close_after.set(true);
         }
         core.on_exchange_complete(self);
+    }
+
+    /// Whether a responder is attached (not while it runs: it is out of its cell then).
+    #[inline]
+    pub(crate) fn has_responder(&self) -> bool {
+        let r = self.responder.take();
+        let has = r.is_some();
+        self.responder.set(r);
+        has
     }
 
     pub(crate) fn set_responder(&self, r: Option<Box<dyn ServerResponder>>) {
