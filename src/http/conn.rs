@@ -828,8 +828,8 @@ impl ConnCore {
     fn complete_request(&self, ex: &Rc<ServerConnection>) {
         // Mostly nobody listens (no responder, no `request_complete` slot): then the guarded
         // calls, and the stack frame they need, are skipped.
-        let ok = !(ex.has_responder() || !ex.request_complete_signal.is_empty())
-            || self.run_request_complete_handlers(ex);
+        let listened = ex.has_responder() || !ex.request_complete_signal.is_empty();
+        let ok = !listened || self.run_request_complete_handlers(ex);
         if ok {
             ex.check_abandoned();
         }
