@@ -339,6 +339,7 @@ impl ServerConnection {
 
     /// Makes a pooled object ready for its next request. Subscriptions of the previous user are
     /// dropped, and a signal someone kept a clone of is replaced, so nothing leaks across.
+    #[inline(always)]
     pub(crate) fn reset(&self) {
         // The tie to the connection stays (`attach_core` replaces it): a pooled object is
         // unreachable by the application, and mostly serves the same connection next. What
