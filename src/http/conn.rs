@@ -872,8 +872,9 @@ impl ConnCore {
         self.st().head_started.set(None);
         let ex = self.server.take_exchange();
         ex.attach_core(&self.me);
-        // Of the empty request the exchange holds: what the response path asks of it is
-        // then answered as it always was.
+        // Of an empty request (a pooled object still holds its last one): what the response
+        // path asks of it is then answered as it always was.
+        ex.clear_request();
         ex.note_request_facts();
         ex.mark_request_complete();
         {

@@ -77,7 +77,7 @@ impl HeadCache {
     /// for `loop_now_ms` (`respond()` on an untouched response); `None` otherwise. The value
     /// is compared with one the cache took from a response that passed field validation, so
     /// a match needs no validation of its own.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn whole_head(
         &mut self,
         status: StatusCode,
@@ -138,6 +138,7 @@ impl HeadCache {
 
     /// Whether `prefix` is the head of a response with `status`, `Content-Type: content_type`
     /// as its only field and a `Date` current at `loop_now_ms`.
+    #[inline(always)]
     fn holds(&self, status: StatusCode, content_type: &[u8], loop_now_ms: u64) -> bool {
         self.filled
             && self.status == status
@@ -149,7 +150,7 @@ impl HeadCache {
 
 /// `a == b`, with values of up to 16 bytes (content types, mostly) compared by two word loads
 /// each instead of a call to `memcmp`: `respond()`'s fast path compares one per response.
-#[inline]
+#[inline(always)]
 pub(crate) fn short_eq(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {

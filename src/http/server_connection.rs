@@ -344,7 +344,8 @@ impl ServerConnection {
         // The tie to the connection stays (`attach_core` replaces it): a pooled object is
         // unreachable by the application, and mostly serves the same connection next. What
         // it keeps is the connection's allocation, not the connection (a `Weak`).
-        self.request.borrow_mut().clear();
+        // The request is left as it is: the next head parsed into it replaces all of it (and
+        // `reject` clears it for its answer), so clearing it here would be done twice.
         self.head_parser.borrow_mut().reset();
         self.trailers.borrow_mut().clear();
         if self.direct_status.take().is_some() {
@@ -395,6 +396,11 @@ impl ServerConnection {
     /// Trailer fields of a chunked request body (empty until the request is complete).
     pub fn trailers(&self) -> Ref<'_, Headers> {
         self.trailers.borrow()
+    }
+
+    /// Empties the request, for an answer to a request that could not be read.
+    pub(crate) fn clear_request(&self) {
+        self.request.borrow_mut().clear();
     }
 
     /// Parses the head in `buf` into this request (see [`super::decode::HeadParser`]).
