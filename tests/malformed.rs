@@ -371,3 +371,25 @@ fn garbage_gets_400_and_binary_noise_does_not_hurt() {
     assert_still_serves(srv.addr);
     srv.stop();
 }
+
+/// The object a rejection is answered through comes from the pool, where it keeps the last
+/// request it served: a HEAD before the bad request must not make the rejection bodiless.
+#[test]
+fn a_rejection_after_a_head_request_still_has_its_body() {
+    let srv = server();
+    let mut c = Client::connect(srv.addr);
+    c.send(b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\n");
+    let head = c.read_reply_for(true);
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    // A control byte in the target: 400, answered in full.
+    c.send(b"GET /a\x01b HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = c.read_reply();
+    assert_eq!(r.status, 400, "{}", r.body_str());
+    assert!(
+        r.body_str().starts_with("Bad Request: "),
+        "{:?}",
+        r.body_str()
+    );
+    assert!(r.closes());
+}
