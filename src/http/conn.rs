@@ -656,7 +656,7 @@ impl ConnCore {
     /// Puts the request `ex` just parsed in line and hands it to the application. `st` is the
     /// busy state the caller looked at; it is let go before any application code runs.
     fn start_request(&self, st: Ref<'_, ConnState>, ex: Rc<ServerConnection>, kind: BodyKind) {
-        self.first_request.set(false);
+        let first = self.first_request.replace(false);
         ex.attach_core(&self.me);
         if let BodyKind::Length(n) = kind {
             if n > st.config.max_body_size {
@@ -687,6 +687,11 @@ impl ConnCore {
         if !facts.keep_alive {
             // The client said this is its last request.
             self.draining.set(true);
+        } else if first {
+            // Responses on a kept-alive connection must not wait for the peer's ACK of the
+            // previous one (see `nagle_off_for`): settled once, here, so that no keep-alive
+            // response needs to ask. A connection whose first request is its last skips it.
+            self.socket.disable_nagle();
         }
         if body_done {
             drop(st);

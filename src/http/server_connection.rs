@@ -887,8 +887,8 @@ impl ServerConnection {
         }
         let now = core.now();
         let len = body.len() as u64;
-        // Nagle goes off before the first byte of a keep-alive response (see `nagle_off_for`).
-        core.nagle_off_for(Framing::Length(len), ConnectionHeader::Omit);
+        // Nagle is off already: this is a keep-alive request, so the connection's first
+        // request was one too, and dispatching it turned Nagle off (`start_request`).
         let corked = core.socket_cork();
         let written = {
             let mut cache = core.head_cache().borrow_mut();
