@@ -1248,7 +1248,7 @@ impl ServerConnection {
     /// unfinished and nobody can finish it, finish it here.
     #[inline]
     pub(crate) fn check_abandoned(&self) {
-        // Twice per request (after the handlers, and when the library's own handle goes), and
+        // Twice per request (after the handlers, and when the library's hold ends), and
         // nearly always answered by the first two tests: kept inline, the rest out of line.
         if self.app_refs.get() > 0 || self.complete.get() {
             return;
