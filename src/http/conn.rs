@@ -829,7 +829,7 @@ impl ConnCore {
     }
 
     /// The application's turn once all of `ex`'s request was read (`request_read` done).
-    #[inline]
+    #[inline(always)]
     fn complete_request(&self, ex: &Rc<ServerConnection>) {
         // Mostly nobody listens (no responder, no `request_complete` slot): then the guarded
         // calls, and the stack frame they need, are skipped.
@@ -963,6 +963,7 @@ impl ConnCore {
 
     /// `ex`'s response is complete. If it is first in line it leaves the line, and the
     /// responses behind it move up.
+    #[inline(always)]
     pub(crate) fn on_exchange_complete(&self, ex: &ServerConnection) {
         // The usual case, a response given from the handler inside `process` that is alone
         // in line and leaves nothing behind (no close, no upgrade): taking it off the line and
