@@ -15,6 +15,7 @@
 use std::fmt;
 use std::mem::MaybeUninit;
 
+use crate::http::bytes::{folded_eq, same_bytes};
 use crate::http::headers::{list_elements, trim_ows, FieldBlock, Headers};
 use crate::http::method::{is_tchar, is_token, Method};
 use crate::http::request::{
@@ -862,33 +863,6 @@ impl HostMemo {
     }
 }
 
-/// `a == b` for two slices of the same non-zero length, a word at a time and inline: a Host
-/// value is some 10-20 bytes, for which a call to the C library's `memcmp` costs more than
-/// the comparison.
-#[inline(always)]
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    let n = a.len();
-    debug_assert!(n == b.len() && n > 0);
-    if n >= 8 {
-        let word =
-            |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8 bytes"));
-        let mut at = 0;
-        while at + 8 < n {
-            if word(a, at) != word(b, at) {
-                return false;
-            }
-            at += 8;
-        }
-        word(a, n - 8) == word(b, n - 8)
-    } else if n >= 4 {
-        let word =
-            |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().expect("4 bytes"));
-        word(a, 0) == word(b, 0) && word(a, n - 4) == word(b, n - 4)
-    } else {
-        a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1]
-    }
-}
-
 /// Index of the first byte at or after `i` in `line` that cannot be in a field value (a
 /// control byte other than HTAB, or DEL; normally the line's CR), or `None` when `line` ends
 /// first. Eight bytes at a time: values such as `User-Agent` or `Cookie` are long. Inlined
@@ -1614,32 +1588,6 @@ impl FieldName {
             _ => FieldName::Other,
         }
     }
-}
-
-/// Whether `name | 0x20` (bytewise) equals `lower`, for 4 <= `lower.len()` and equal lengths:
-/// two overlapping words cover 4..=16 bytes, and a longer name is compared 8 bytes at a time
-/// with the last word overlapping.
-#[inline(always)]
-fn folded_eq(name: &[u8], lower: &[u8]) -> bool {
-    debug_assert!(name.len() == lower.len() && lower.len() >= 4);
-    let n = lower.len();
-    if n < 8 {
-        let word = |s: &[u8], at: usize| {
-            u32::from_le_bytes(s[at..at + 4].try_into().expect("4 bytes")) | 0x2020_2020
-        };
-        return word(name, 0) == word(lower, 0) && word(name, n - 4) == word(lower, n - 4);
-    }
-    let word = |s: &[u8], at: usize| {
-        u64::from_le_bytes(s[at..at + 8].try_into().expect("8 bytes")) | 0x2020_2020_2020_2020
-    };
-    let mut at = 0;
-    while at + 8 < n {
-        if word(name, at) != word(lower, at) {
-            return false;
-        }
-        at += 8;
-    }
-    word(name, n - 8) == word(lower, n - 8)
 }
 
 /// Parses `1*DIGIT` into a u64 with reasons for each way it can fail.

@@ -2,6 +2,7 @@
 
 use std::cell::RefCell;
 
+use super::bytes::short_eq;
 use super::date::{date_line_is_current, with_date_line};
 use super::headers::Headers;
 use super::response::Response;
@@ -145,24 +146,6 @@ impl HeadCache {
             && self.has_sole_content_type
             && short_eq(&self.sole_content_type, content_type)
             && date_line_is_current(self.date_at, loop_now_ms)
-    }
-}
-
-/// `a == b`, with values of up to 16 bytes (content types, mostly) compared by two word loads
-/// each instead of a call to `memcmp`: `respond()`'s fast path compares one per response.
-#[inline(always)]
-pub(crate) fn short_eq(a: &[u8], b: &[u8]) -> bool {
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
-    // Two overlapping windows cover the whole value when it is 8..=16 (or 4..=8) bytes.
-    let word = |s: &[u8], at: usize| u64::from_ne_bytes(s[at..at + 8].try_into().unwrap_or([0; 8]));
-    let half = |s: &[u8], at: usize| u32::from_ne_bytes(s[at..at + 4].try_into().unwrap_or([0; 4]));
-    match n {
-        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
-        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
-        _ => a == b,
     }
 }
 
@@ -376,23 +359,6 @@ pub(crate) const CONTINUE_HEAD: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 mod tests {
     use super::*;
     use crate::http::StatusCode;
-
-    #[test]
-    fn short_eq_agrees_with_slice_equality_at_every_length() {
-        let base: Vec<u8> = (0..40u8).map(|i| b'a' + i % 26).collect();
-        for n in 0..=40 {
-            let a = &base[..n];
-            assert!(short_eq(a, a), "{n}");
-            for i in 0..n {
-                let mut b = a.to_vec();
-                b[i] ^= 0x20;
-                assert!(!short_eq(a, &b), "length {n}, byte {i}");
-            }
-            if n > 0 {
-                assert!(!short_eq(a, &base[..n - 1]));
-            }
-        }
-    }
 
     thread_local! {
         /// The cache the tests' heads go through: one per test thread, as a server has one.

@@ -6,6 +6,7 @@
 
 mod adapter;
 pub mod body;
+mod bytes;
 pub mod client;
 mod conn;
 mod date;

@@ -16,9 +16,10 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 
+use super::bytes::short_eq;
 use super::conn::ConnCore;
 use super::encode::{
-    chunk_size_line, encode_head, short_eq, ConnectionHeader, Framing, CONTINUE_HEAD, LAST_CHUNK,
+    chunk_size_line, encode_head, ConnectionHeader, Framing, CONTINUE_HEAD, LAST_CHUNK,
 };
 use super::headers::Headers;
 use super::method::Method;
