@@ -255,22 +255,8 @@ impl TcpSocket {
         });
     }
 
-    fn queue_copy(&self, data: &[u8]) {
-        self.with_out(|out| {
-            out.pending_bytes += data.len();
-            if let Some(OwnedBuf::Vec(last)) = out.pending.back_mut() {
-                if last.len() + data.len() <= COALESCE_LIMIT.max(last.capacity()) {
-                    last.extend_from_slice(data);
-                    return;
-                }
-            }
-            let mut v = out.fresh_buffer();
-            v.extend_from_slice(data);
-            out.pending.push_back(OwnedBuf::Vec(v));
-        });
-    }
-
-    /// `queue_copy` of `first` and `second` together: one trip to the queue, one room check.
+    /// Queues copies of `first` then `second`: appended to the last buffer when they fit
+    /// (small writes coalesce), else in a fresh one.
     fn queue_pair(&self, first: &[u8], second: &[u8]) {
         self.with_out(|out| {
             let total = first.len() + second.len();
@@ -290,7 +276,7 @@ impl TcpSocket {
         });
     }
 
-    /// Appends produced bytes to the last queued buffer (coalescing like `queue_copy`).
+    /// Appends produced bytes to the last queued buffer (coalescing like `queue_pair`).
     /// `fill` must not call back into this socket (the queue is taken out while it runs).
     fn queue_with(&self, fill: &mut dyn FnMut(&mut Vec<u8>)) {
         self.with_out(|out| {
@@ -316,6 +302,17 @@ impl TcpSocket {
             }
             out.pending_bytes += added;
         });
+    }
+
+    /// After bytes were queued: the high-water check, and the write itself unless corked.
+    #[inline]
+    fn queued_more(&self) {
+        self.note_queue_growth();
+        if self.corks.get() == 0 {
+            if let Err(e) = self.flush() {
+                log::debug!("write failed: {e}");
+            }
+        }
     }
 
     fn queued(&self) -> usize {
@@ -536,16 +533,7 @@ impl Socket for TcpSocket {
     }
 
     fn write(&self, data: &[u8]) {
-        if self.state.get() != State::Open || data.is_empty() {
-            return;
-        }
-        self.queue_copy(data);
-        self.note_queue_growth();
-        if self.corks.get() == 0 {
-            if let Err(e) = self.flush() {
-                log::debug!("write failed: {e}");
-            }
-        }
+        self.write_pair(data, &[]);
     }
 
     fn write_owned(&self, buf: OwnedBuf) {
@@ -553,12 +541,7 @@ impl Socket for TcpSocket {
             return;
         }
         self.queue_buf(buf);
-        self.note_queue_growth();
-        if self.corks.get() == 0 {
-            if let Err(e) = self.flush() {
-                log::debug!("write failed: {e}");
-            }
-        }
+        self.queued_more();
     }
 
     fn write_pair(&self, first: &[u8], second: &[u8]) {
@@ -566,12 +549,7 @@ impl Socket for TcpSocket {
             return;
         }
         self.queue_pair(first, second);
-        self.note_queue_growth();
-        if self.corks.get() == 0 {
-            if let Err(e) = self.flush() {
-                log::debug!("write failed: {e}");
-            }
-        }
+        self.queued_more();
     }
 
     fn write_with(&self, fill: &mut dyn FnMut(&mut Vec<u8>)) {
@@ -579,12 +557,7 @@ impl Socket for TcpSocket {
             return;
         }
         self.queue_with(fill);
-        self.note_queue_growth();
-        if self.corks.get() == 0 {
-            if let Err(e) = self.flush() {
-                log::debug!("write failed: {e}");
-            }
-        }
+        self.queued_more();
     }
 
     fn cork(&self) {
