@@ -131,7 +131,12 @@ pub struct TcpSocket {
     /// Total bytes the kernel accepted (write progress, for stall detection). Lives here, not
     /// in `out`, because it must keep counting across the queue being given back.
     written: Cell<u64>,
-    high_water: Cell<usize>,
+    /// The output high-water mark; `u32` (4 GiB) keeps the socket in its allocation size.
+    high_water: Cell<u32>,
+    /// An accepted socket libuv has not adopted yet (`uv::tcp`'s "Deferred adoption"): a
+    /// connection answered at once and closed never goes to libuv.
+    #[cfg(unix)]
+    unadopted: Cell<Option<std::os::fd::OwnedFd>>,
     /// Bytes discarded while lingering; capped at `LINGER_MAX_BYTES`, so `u32` is plenty.
     lingered: Cell<u32>,
     /// Cork depth: a few levels at most (TLS, connection, response), so `u16` is plenty.
@@ -145,6 +150,11 @@ impl EmbedsTcp for TcpSocket {
     fn tcp_cell(&self) -> &TcpCell<Self> {
         &self.tcp
     }
+
+    #[cfg(unix)]
+    fn unadopted_fd(&self) -> Option<&Cell<Option<std::os::fd::OwnedFd>>> {
+        Some(&self.unadopted)
+    }
 }
 
 impl TcpSocket {
@@ -155,7 +165,9 @@ impl TcpSocket {
             handler: Cell::new(None),
             out: Cell::new(None),
             written: Cell::new(0),
-            high_water: Cell::new(DEFAULT_HIGH_WATER),
+            high_water: Cell::new(DEFAULT_HIGH_WATER as u32),
+            #[cfg(unix)]
+            unadopted: Cell::new(None),
             lingered: Cell::new(0),
             corks: Cell::new(0),
             flags: Cell::new(0),
@@ -230,6 +242,10 @@ impl TcpSocket {
         let was = self.flag(f);
         self.set_flag(f, on);
         was
+    }
+
+    fn high_water(&self) -> usize {
+        self.high_water.get() as usize
     }
 
     fn handler(&self) -> Option<Rc<dyn SocketHandler>> {
@@ -325,14 +341,14 @@ impl TcpSocket {
     }
 
     fn note_queue_growth(&self) {
-        if !self.flag(OVER_HIGH_WATER) && self.queued() >= self.high_water.get() {
+        if !self.flag(OVER_HIGH_WATER) && self.queued() >= self.high_water() {
             self.set_flag(OVER_HIGH_WATER, true);
         }
     }
 
     /// Called when bytes left the queue: reports the drain once we are back at low water.
     fn check_drain(&self) {
-        if self.flag(OVER_HIGH_WATER) && self.queued() <= self.high_water.get() / 2 {
+        if self.flag(OVER_HIGH_WATER) && self.queued() <= self.high_water() / 2 {
             self.set_flag(OVER_HIGH_WATER, false);
             if let Some(h) = self.handler() {
                 h.on_drain();
@@ -435,7 +451,7 @@ impl TcpSocket {
         out.pending_bytes -= written;
         self.written.set(self.written.get() + written as u64);
         if self.flag(OVER_HIGH_WATER)
-            && out.pending_bytes + out.in_flight_bytes <= self.high_water.get() / 2
+            && out.pending_bytes + out.in_flight_bytes <= self.high_water() / 2
         {
             self.set_flag(OVER_HIGH_WATER, false);
             self.set_flag(DRAIN_OWED, true);
@@ -587,7 +603,8 @@ impl Socket for TcpSocket {
     }
 
     fn set_high_water_mark(&self, bytes: usize) {
-        self.high_water.set(bytes.max(1));
+        self.high_water
+            .set(u32::try_from(bytes).unwrap_or(u32::MAX).max(1));
     }
 
     fn is_over_high_water(&self) -> bool {
@@ -818,10 +835,9 @@ impl TcpListener {
     /// always where the OS is not Unix.
     pub fn accept_pending(&self) -> Result<Option<Rc<TcpSocket>>, UvError> {
         #[cfg(unix)]
-        if let Some(stream) = self.handle.accept_pending()? {
+        if let Some(accepted) = self.handle.accept_pending()? {
             let sock = TcpSocket::open(self.lp)?;
-            // uv_tcp_open makes the socket non-blocking itself: no second system call for it.
-            sock.tcp().adopt_fd(stream.into())?;
+            sock.tcp().adopt_accepted(accepted)?;
             return Ok(Some(sock));
         }
         Ok(None)
@@ -1003,6 +1019,179 @@ mod tests {
             sock.close();
         }
         drop(sockets);
+        listener.close();
+        drop(listener);
+        lp.close().expect("no handle left open");
+    }
+
+    /// A listener with one client connected (and `hello`, if any, sent), and that client's
+    /// connection taken with `accept_pending`.
+    #[cfg(unix)]
+    fn batch_accepted(
+        lp: &OwnedLoop,
+        hello: &[u8],
+    ) -> (TcpListener, Rc<TcpSocket>, std::net::TcpStream) {
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let listener = TcpListener::bind(lp.handle(), &addr, false).unwrap();
+        listener.listen(16, |_| {}).unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        client.write_all(hello).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            if let Some(sock) = listener.accept_pending().unwrap() {
+                return (listener, sock, client);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the connection never queued"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    /// Whether libuv has the socket yet (it may wait in the socket, see `uv::tcp`).
+    #[cfg(unix)]
+    fn adopted(sock: &TcpSocket) -> bool {
+        let fd = sock.unadopted.take();
+        let waiting = fd.is_some();
+        sock.unadopted.set(fd);
+        !waiting
+    }
+
+    fn recorder(sock: &TcpSocket) -> Rc<Recorder> {
+        let rec = Rc::new(Recorder::default());
+        sock.set_handler(Rc::downgrade(&rec) as Weak<dyn SocketHandler>);
+        rec
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_socket_answered_at_once_is_closed_without_ever_going_to_libuv() {
+        let lp = OwnedLoop::new().unwrap();
+        let (listener, sock, mut client) = batch_accepted(&lp, b"ping");
+        assert!(
+            !adopted(&sock),
+            "accept4 made it non-blocking: it waits in the socket"
+        );
+        assert_eq!(sock.peer_addr(), Some(client.local_addr().unwrap()));
+        assert_eq!(sock.local_addr(), Some(client.peer_addr().unwrap()));
+        let rec = recorder(&sock);
+        // The request is in the kernel once the client's write returned (loopback); poll
+        // briefly in case the peek raced it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while rec.data.borrow().is_empty() && std::time::Instant::now() < deadline {
+            sock.read_available();
+        }
+        assert_eq!(&*rec.data.borrow(), b"ping");
+        sock.write(b"pong");
+        assert_eq!(
+            sock.queued_bytes(),
+            0,
+            "written at once, straight to the socket"
+        );
+        assert!(
+            !adopted(&sock),
+            "reading and writing at once needed no libuv"
+        );
+        // Nothing is left to write: the close is immediate, and it closes the socket itself
+        // (libuv's handle never had it).
+        sock.close_after_flush_without_linger();
+        assert!(sock.is_closed());
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"pong", "the answer, then the server's FIN");
+        while !sock.is_closed() {
+            lp.handle().run(RunMode::Once);
+        }
+        drop(sock);
+        listener.close();
+        drop(listener);
+        lp.close().expect("no handle left open");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_socket_that_must_wait_goes_to_libuv_and_keeps_its_byte_order() {
+        let lp = OwnedLoop::new().unwrap();
+        let (listener, sock, mut client) = batch_accepted(&lp, b"");
+        let rec = recorder(&sock);
+        sock.write(b"first ");
+        // Waiting for the next bytes needs libuv's reading: the socket is adopted for it.
+        sock.resume_reading();
+        assert!(adopted(&sock));
+        client.write_all(b"more").unwrap();
+        while rec.data.borrow().len() < 4 {
+            lp.handle().run(RunMode::Once);
+        }
+        assert_eq!(&*rec.data.borrow(), b"more");
+        sock.write(b"second");
+        let mut got = [0u8; 12];
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"first second");
+        drop(client);
+        while !rec.eof.get() {
+            lp.handle().run(RunMode::Once);
+        }
+        sock.close();
+        while !sock.is_closed() {
+            lp.handle().run(RunMode::Once);
+        }
+        drop(sock);
+        listener.close();
+        drop(listener);
+        lp.close().expect("no handle left open");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_write_the_kernel_cannot_take_at_once_finishes_through_libuv() {
+        let lp = OwnedLoop::new().unwrap();
+        let (listener, sock, client) = batch_accepted(&lp, b"");
+        // Far more than loopback's socket buffers: the first write takes part, the rest is
+        // queued for libuv, which needs the socket.
+        let body: Vec<u8> = (0..32 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+        let reader = std::thread::spawn(move || {
+            let mut client = client;
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).unwrap();
+            got
+        });
+        sock.write(&body);
+        assert!(
+            sock.queued_bytes() > 0,
+            "the kernel did not take 32 MiB at once"
+        );
+        sock.close_after_flush_without_linger();
+        while !sock.is_closed() {
+            lp.handle().run(RunMode::Once);
+        }
+        let got = reader.join().unwrap();
+        assert!(
+            got == body,
+            "every byte, in order ({} of {})",
+            got.len(),
+            body.len()
+        );
+        drop(sock);
+        listener.close();
+        drop(listener);
+        lp.close().expect("no handle left open");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn dropping_a_socket_that_never_went_to_libuv_closes_it() {
+        let lp = OwnedLoop::new().unwrap();
+        let (listener, sock, mut client) = batch_accepted(&lp, b"");
+        drop(sock);
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).unwrap();
+        assert!(got.is_empty(), "closed without a byte");
+        // The handle's close callback frees the memory.
+        lp.handle().run(RunMode::NoWait);
         listener.close();
         drop(listener);
         lp.close().expect("no handle left open");

@@ -14,12 +14,23 @@
 //! Callbacks find the owner by upgrading the weak pointer; events for an owner that is gone, or
 //! that asked to close, are dropped (a write's buffers with them). Pending writes are cancelled
 //! by the close (their callbacks run with `ECANCELED`, before the close callback).
+//!
+//! Deferred adoption (Unix): a connection taken straight from the listening socket
+//! (`TcpHandle::accept_pending`) may wait in its owner's [`EmbedsTcp::unadopted_fd`] instead of
+//! going to libuv at once. Until an operation needs libuv's stream (reading with
+//! `uv_read_start`, queuing a write, shutdown, socket options), reads and writes go to the
+//! descriptor directly. A connection answered at once and closed — `Connection: close`, the
+//! common case under a high connection rate — then costs the kernel what it costs nginx:
+//! accept, read, write, close. Adopting it would add `uv_tcp_open`'s `ioctl(FIONBIO)` and, at
+//! `uv_close`, an `epoll_ctl(EPOLL_CTL_DEL)` for a descriptor that was never registered.
 
-use std::cell::{RefCell, UnsafeCell};
+use std::cell::{Cell, RefCell, UnsafeCell};
 use std::ffi::c_void;
 use std::marker::PhantomData;
 use std::mem::{size_of, ManuallyDrop};
 use std::net::SocketAddr;
+#[cfg(unix)]
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
 
 use libuv_sys2 as sys;
@@ -124,6 +135,24 @@ pub(crate) trait EmbedsTcp: StreamHandler + Sized + 'static {
     /// weak count libuv holds keeps exactly the owner's allocation in place. Being a shared
     /// borrow of `self`, the cell cannot be moved while the owner lives in its `Rc`.
     fn tcp_cell(&self) -> &TcpCell<Self>;
+
+    /// Where an accepted socket may wait before libuv adopts it (see the module's "Deferred
+    /// adoption"); `None`, the default, adopts every socket at once. The owner only provides
+    /// the place: [`TcpRef`] puts the descriptor there, takes it out when libuv needs it, and
+    /// closes it on `close`; dropping the owner closes it with the cell.
+    #[cfg(unix)]
+    fn unadopted_fd(&self) -> Option<&Cell<Option<OwnedFd>>> {
+        None
+    }
+}
+
+/// A connection taken from the listening socket by [`TcpHandle::accept_pending`].
+#[cfg(unix)]
+pub(crate) struct AcceptedFd {
+    fd: OwnedFd,
+    /// Already non-blocking (`accept4` with `SOCK_NONBLOCK`), so it can be read and written
+    /// before libuv adopts it; otherwise it must go to libuv (`uv_tcp_open`) first.
+    nonblocking: bool,
 }
 
 /// The operations on the TCP handle embedded in `owner`. Every operation checks that the handle
@@ -203,11 +232,14 @@ impl<'a, T: EmbedsTcp> TcpRef<'a, T> {
         std::ptr::eq(cell.data() as *const T, self.owner).then(|| cell.raw())
     }
 
-    /// The OS socket of the open handle (`uv_fileno`), for the few calls libuv has no wrapper
-    /// for; libuv keeps owning it.
+    /// The OS socket of the open handle, for the few calls libuv has no wrapper for: the one
+    /// waiting to be adopted, or libuv's (`uv_fileno`). The owner or libuv keeps owning it.
     #[cfg(unix)]
     fn os_fd(&self, what: &str) -> Result<sys::uv_os_fd_t, UvError> {
         let tcp = self.live_or(what)?;
+        if let Some(fd) = self.waiting_fd() {
+            return Ok(fd);
+        }
         let mut fd: sys::uv_os_fd_t = -1;
         // SAFETY: open handle; uv_fileno only writes `fd`.
         check(
@@ -221,8 +253,46 @@ impl<'a, T: EmbedsTcp> TcpRef<'a, T> {
         self.live().ok_or_else(|| closed_error(what))
     }
 
+    /// The open handle with its socket in libuv's hands: a socket still waiting to be adopted
+    /// is adopted first. For every operation that goes through libuv's stream.
+    fn adopted_or(&self, what: &str) -> Result<*mut sys::uv_tcp_t, UvError> {
+        let tcp = self.live_or(what)?;
+        #[cfg(unix)]
+        if let Some(fd) = self.owner.unadopted_fd().and_then(Cell::take) {
+            self.adopt_fd(fd)
+                .map_err(|e| e.context(format!("{what}: adopting the accepted socket")))?;
+        }
+        Ok(tcp)
+    }
+
     fn stream_or(&self, what: &str) -> Result<*mut sys::uv_stream_t, UvError> {
-        self.live_or(what).map(|t| t as *mut sys::uv_stream_t)
+        self.adopted_or(what).map(|t| t as *mut sys::uv_stream_t)
+    }
+
+    /// The descriptor waiting in the owner to be adopted, if any (it stays there).
+    #[cfg(unix)]
+    fn waiting_fd(&self) -> Option<RawFd> {
+        let cell = self.owner.unadopted_fd()?;
+        let fd = cell.take();
+        let raw = fd.as_ref().map(AsRawFd::as_raw_fd);
+        cell.set(fd);
+        raw
+    }
+
+    /// Takes an accepted connection: into the owner's waiting place when it has one and the
+    /// socket is non-blocking already, else to libuv at once (`uv_tcp_open`). The descriptor
+    /// is closed if that fails.
+    #[cfg(unix)]
+    pub(crate) fn adopt_accepted(&self, accepted: AcceptedFd) -> Result<(), UvError> {
+        self.live_or("adopt socket")?;
+        match self.owner.unadopted_fd() {
+            Some(cell) if accepted.nonblocking => {
+                // Dropping a descriptor that was somehow still waiting closes it.
+                drop(cell.replace(Some(accepted.fd)));
+                Ok(())
+            }
+            _ => self.adopt_fd(accepted.fd),
+        }
     }
 
     /// True while the handle is initialised and not closing.
@@ -232,7 +302,7 @@ impl<'a, T: EmbedsTcp> TcpRef<'a, T> {
 
     /// Binds to `addr` (`uv_tcp_bind`), with `UV_TCP_REUSEPORT` when `reuse_port`.
     pub(crate) fn bind(&self, addr: &SocketAddr, reuse_port: bool) -> Result<(), UvError> {
-        let tcp = self.live_or("bind")?;
+        let tcp = self.adopted_or("bind")?;
         let raw = RawAddr::from_socket_addr(addr)?;
         let mut flags = 0;
         if reuse_port {
@@ -281,7 +351,7 @@ impl<'a, T: EmbedsTcp> TcpRef<'a, T> {
         addr: &SocketAddr,
         on_connect: impl FnOnce(Result<(), UvError>) + 'static,
     ) -> Result<(), UvError> {
-        let tcp = self.live_or("connect")?;
+        let tcp = self.adopted_or("connect")?;
         let raw = RawAddr::from_socket_addr(addr)?;
         let req = Box::into_raw(Box::new(ConnectReq {
             // SAFETY: plain C data, initialised by uv_tcp_connect.
@@ -322,8 +392,9 @@ impl<'a, T: EmbedsTcp> TcpRef<'a, T> {
     /// registering for readiness and a poll round trip (and, when the answer closes the
     /// connection, ever registering at all). Nothing read (would block), end of file and
     /// errors all return false and are left to the regular read path, which meets them again.
-    /// libuv has no such call (no `uv_try_read`), so on Unix this reads the descriptor libuv
-    /// owns, once, before `uv_read_start`; elsewhere it reads nothing.
+    /// libuv has no such call (no `uv_try_read`), so on Unix this reads the descriptor (libuv's
+    /// or the one waiting to be adopted), once, before `uv_read_start`; elsewhere it reads
+    /// nothing.
     pub(crate) fn read_available(&self, f: impl FnOnce(&[u8])) -> bool {
         #[cfg(unix)]
         {
@@ -359,6 +430,10 @@ impl<'a, T: EmbedsTcp> TcpRef<'a, T> {
     /// Writes as much of `slices` as the kernel takes right now (`uv_try_write`): the byte
     /// count, `Ok(0)` when it would block.
     pub(crate) fn try_write(&self, slices: &[&[u8]]) -> Result<usize, UvError> {
+        #[cfg(unix)]
+        if let Some(fd) = self.waiting_fd() {
+            return write_fd(fd, slices);
+        }
         let stream = self.stream_or("write")?;
         let rc = if let [only] = slices {
             // One buffer (the common case): no array of MAX_IOVECS to initialise.
@@ -461,7 +536,7 @@ impl<'a, T: EmbedsTcp> TcpRef<'a, T> {
 
     /// Sets `TCP_NODELAY` (`uv_tcp_nodelay`).
     pub(crate) fn set_nodelay(&self, enable: bool) -> Result<(), UvError> {
-        let tcp = self.live_or("set TCP_NODELAY")?;
+        let tcp = self.adopted_or("set TCP_NODELAY")?;
         // SAFETY: open handle.
         let rc = unsafe { sys::uv_tcp_nodelay(tcp, enable as i32) };
         check(rc, || "set TCP_NODELAY".to_string()).map(|_| ())
@@ -469,7 +544,7 @@ impl<'a, T: EmbedsTcp> TcpRef<'a, T> {
 
     /// Enables keep-alive probes after `delay_s` idle seconds (`uv_tcp_keepalive`).
     pub(crate) fn set_keepalive(&self, enable: bool, delay_s: u32) -> Result<(), UvError> {
-        let tcp = self.live_or("set SO_KEEPALIVE")?;
+        let tcp = self.adopted_or("set SO_KEEPALIVE")?;
         // SAFETY: open handle.
         let rc = unsafe { sys::uv_tcp_keepalive(tcp, enable as i32, delay_s) };
         check(rc, || "set SO_KEEPALIVE".to_string()).map(|_| ())
@@ -478,6 +553,10 @@ impl<'a, T: EmbedsTcp> TcpRef<'a, T> {
     /// The local address (`uv_tcp_getsockname`); `None` once closed.
     pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
         let tcp = self.live()?;
+        #[cfg(unix)]
+        if let Some(fd) = self.waiting_fd() {
+            return with_std_stream(fd, |s| s.local_addr().ok());
+        }
         let mut raw = RawAddr::zeroed();
         let mut len = RawAddr::capacity();
         // SAFETY: open handle; `raw` is writable for `len` bytes.
@@ -491,6 +570,10 @@ impl<'a, T: EmbedsTcp> TcpRef<'a, T> {
     /// The peer's address (`uv_tcp_getpeername`); `None` once closed.
     pub(crate) fn peer_addr(&self) -> Option<SocketAddr> {
         let tcp = self.live()?;
+        #[cfg(unix)]
+        if let Some(fd) = self.waiting_fd() {
+            return with_std_stream(fd, |s| s.peer_addr().ok());
+        }
         let mut raw = RawAddr::zeroed();
         let mut len = RawAddr::capacity();
         // SAFETY: open handle; `raw` is writable for `len` bytes.
@@ -511,9 +594,12 @@ impl<'a, T: EmbedsTcp> TcpRef<'a, T> {
 
     /// Closes the handle (`uv_close`). From now on no event reaches the owner; queued writes
     /// are cancelled; the close callback releases the weak count, which frees the memory if
-    /// the owner is gone by then. Idempotent.
+    /// the owner is gone by then. A socket still waiting to be adopted is closed here, and
+    /// libuv closes a handle that never had one. Idempotent.
     pub(crate) fn close(&self) {
         if let Some(tcp) = self.live() {
+            #[cfg(unix)]
+            drop(self.owner.unadopted_fd().and_then(Cell::take));
             // SAFETY: open handle whose `data` is a Weak<T>.
             unsafe { request_close::<T>(tcp) };
         }
@@ -522,6 +608,9 @@ impl<'a, T: EmbedsTcp> TcpRef<'a, T> {
     /// Closes with a TCP reset (`uv_tcp_close_reset`) instead of a FIN, falling back to an
     /// ordinary close when libuv refuses (e.g. after a shutdown).
     pub(crate) fn close_reset(&self) {
+        // A socket waiting to be adopted goes to libuv first, which knows how to reset it; if
+        // even that fails, the ordinary close below still closes it.
+        let _ = self.adopted_or("reset");
         let Some(tcp) = self.live() else { return };
         // SAFETY: open handle whose `data` is a Weak<T>, which close_cb::<T> releases.
         let rc = unsafe { sys::uv_tcp_close_reset(tcp, Some(close_cb::<T>)) };
@@ -533,6 +622,107 @@ impl<'a, T: EmbedsTcp> TcpRef<'a, T> {
             unsafe { mark_close_requested(tcp) };
         }
     }
+}
+
+/// Writes what the kernel takes of `slices` to a socket libuv has not adopted, as
+/// `uv_try_write` would: the byte count, `Ok(0)` when it would block.
+#[cfg(unix)]
+fn write_fd(fd: RawFd, slices: &[&[u8]]) -> Result<usize, UvError> {
+    use std::io::{IoSlice, Write};
+    // SAFETY: `fd` is the open, non-blocking socket waiting in the owner; ManuallyDrop never
+    // closes it, and it is only written to, during this call.
+    let mut file = ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
+    loop {
+        let written = if let [only] = slices {
+            file.write(only)
+        } else {
+            let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
+            let n = slices.len().min(MAX_IOVECS);
+            for (v, s) in iov.iter_mut().zip(slices) {
+                *v = IoSlice::new(s);
+            }
+            file.write_vectored(&iov[..n])
+        };
+        return match written {
+            Ok(n) => Ok(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => Err(UvError::with_context(
+                -e.raw_os_error().unwrap_or(libc::EIO),
+                "write",
+            )),
+        };
+    }
+}
+
+/// Accepts one connection from the non-blocking listening socket `fd`, itself non-blocking
+/// and close-on-exec (`accept4`: one system call, where `accept` plus `uv_tcp_open` make two).
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "netbsd",
+    target_os = "openbsd"
+))]
+fn accept_nonblocking(fd: RawFd) -> std::io::Result<AcceptedFd> {
+    loop {
+        // SAFETY: `fd` is the open listening socket libuv owns; null address pointers ask
+        // for no peer address; the flags are accept4's own.
+        let rc = unsafe {
+            libc::accept4(
+                fd,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            )
+        };
+        if rc >= 0 {
+            // SAFETY: accept4 returned a new descriptor that nothing else owns.
+            let fd = unsafe { OwnedFd::from_raw_fd(rc) };
+            return Ok(AcceptedFd {
+                fd,
+                nonblocking: true,
+            });
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Accepts one connection from the non-blocking listening socket `fd` with std's `accept`,
+/// where the OS has no `accept4`: the socket comes out blocking, for libuv to adopt at once.
+#[cfg(all(
+    unix,
+    not(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "dragonfly",
+        target_os = "netbsd",
+        target_os = "openbsd"
+    ))
+))]
+fn accept_nonblocking(fd: RawFd) -> std::io::Result<AcceptedFd> {
+    // SAFETY: `fd` is the open listening socket libuv owns; ManuallyDrop never closes it,
+    // and it is only used for this accept.
+    let listener = ManuallyDrop::new(unsafe { std::net::TcpListener::from_raw_fd(fd) });
+    let (stream, _) = listener.accept()?;
+    Ok(AcceptedFd {
+        fd: stream.into(),
+        nonblocking: false,
+    })
+}
+
+/// Runs `f` on a socket libuv has not adopted, as a borrowed std stream.
+#[cfg(unix)]
+fn with_std_stream<R>(fd: RawFd, f: impl FnOnce(&std::net::TcpStream) -> R) -> R {
+    // SAFETY: `fd` is the open socket waiting in the owner; ManuallyDrop never closes it, and
+    // it is only used for this call.
+    let stream = ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
+    f(&stream)
 }
 
 /// # Safety
@@ -725,30 +915,17 @@ impl TcpHandle {
     pub fn set_defer_accept(&self, seconds: u32) -> Result<bool, UvError> {
         #[cfg(target_os = "linux")]
         {
-            extern "C" {
-                // From the C library libuv links against; no crate for one declaration.
-                fn setsockopt(
-                    fd: std::ffi::c_int,
-                    level: std::ffi::c_int,
-                    name: std::ffi::c_int,
-                    value: *const c_void,
-                    len: u32,
-                ) -> std::ffi::c_int;
-            }
-            // <netinet/in.h> and <netinet/tcp.h> on Linux.
-            const IPPROTO_TCP: std::ffi::c_int = 6;
-            const TCP_DEFER_ACCEPT: std::ffi::c_int = 9;
             let fd = self.tcp().os_fd("defer accept")?;
-            let value = std::ffi::c_int::try_from(seconds).unwrap_or(std::ffi::c_int::MAX);
+            let value = libc::c_int::try_from(seconds).unwrap_or(libc::c_int::MAX);
             // SAFETY: `fd` is the listening socket libuv owns; the option value is a c_int
             // that lives through the call, and its size is passed.
             let rc = unsafe {
-                setsockopt(
+                libc::setsockopt(
                     fd,
-                    IPPROTO_TCP,
-                    TCP_DEFER_ACCEPT,
-                    &value as *const std::ffi::c_int as *const c_void,
-                    size_of::<std::ffi::c_int>() as u32,
+                    libc::IPPROTO_TCP,
+                    libc::TCP_DEFER_ACCEPT,
+                    &value as *const libc::c_int as *const c_void,
+                    size_of::<libc::c_int>() as libc::socklen_t,
                 )
             };
             if rc != 0 {
@@ -772,22 +949,21 @@ impl TcpHandle {
     /// again, which under a high connection rate is one `epoll_wait` per connection. Call it
     /// after `accept` to take more of the queue in the same turn (nginx's `multi_accept`).
     /// `Ok(None)`: nothing is pending.
+    ///
+    /// Where the OS has `accept4` the socket comes out non-blocking, so it can be used before
+    /// libuv adopts it (see the module's "Deferred adoption"); elsewhere std's `accept` takes
+    /// it and libuv must adopt it at once.
     #[cfg(unix)]
-    pub(crate) fn accept_pending(&self) -> Result<Option<std::net::TcpStream>, UvError> {
-        {
-            use std::os::fd::FromRawFd;
-            let fd = self.tcp().os_fd("accept")?;
-            // SAFETY: `fd` is the open listening socket libuv owns (non-blocking, as libuv
-            // keeps it); ManuallyDrop never closes it, and it is only used for this accept.
-            let listener = ManuallyDrop::new(unsafe { std::net::TcpListener::from_raw_fd(fd) });
-            match listener.accept() {
-                Ok((stream, _)) => Ok(Some(stream)),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
-                Err(e) => Err(UvError::with_context(
-                    -e.raw_os_error().unwrap_or(0),
-                    format!("accept: {e}"),
-                )),
-            }
+    pub(crate) fn accept_pending(&self) -> Result<Option<AcceptedFd>, UvError> {
+        let fd = self.tcp().os_fd("accept")?;
+        let accepted = accept_nonblocking(fd);
+        match accepted {
+            Ok(accepted) => Ok(Some(accepted)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(UvError::with_context(
+                -e.raw_os_error().unwrap_or(0),
+                format!("accept: {e}"),
+            )),
         }
     }
 
