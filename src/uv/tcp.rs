@@ -24,7 +24,9 @@
 //! accept, read, write, close. Adopting it would add `uv_tcp_open`'s `ioctl(FIONBIO)` and, at
 //! `uv_close`, an `epoll_ctl(EPOLL_CTL_DEL)` for a descriptor that was never registered.
 
-use std::cell::{Cell, RefCell, UnsafeCell};
+#[cfg(unix)]
+use std::cell::Cell;
+use std::cell::{RefCell, UnsafeCell};
 use std::ffi::c_void;
 use std::marker::PhantomData;
 use std::mem::{size_of, ManuallyDrop};
