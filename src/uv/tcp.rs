@@ -257,14 +257,28 @@ impl<'a, T: EmbedsTcp> TcpRef<'a, T> {
 
     /// The open handle with its socket in libuv's hands: a socket still waiting to be adopted
     /// is adopted first. For every operation that goes through libuv's stream.
+    #[inline]
     fn adopted_or(&self, what: &str) -> Result<*mut sys::uv_tcp_t, UvError> {
         let tcp = self.live_or(what)?;
         #[cfg(unix)]
-        if let Some(fd) = self.owner.unadopted_fd().and_then(Cell::take) {
-            self.adopt_fd(fd)
-                .map_err(|e| e.context(format!("{what}: adopting the accepted socket")))?;
+        if self.waiting_fd().is_some() {
+            self.adopt_waiting(what)?;
         }
         Ok(tcp)
+    }
+
+    /// Hands the waiting descriptor to libuv (`uv_tcp_open`): once per connection at most,
+    /// so out of the callers' way.
+    #[cfg(unix)]
+    #[cold]
+    #[inline(never)]
+    fn adopt_waiting(&self, what: &str) -> Result<(), UvError> {
+        match self.owner.unadopted_fd().and_then(Cell::take) {
+            Some(fd) => self
+                .adopt_fd(fd)
+                .map_err(|e| e.context(format!("{what}: adopting the accepted socket"))),
+            None => Ok(()),
+        }
     }
 
     fn stream_or(&self, what: &str) -> Result<*mut sys::uv_stream_t, UvError> {
@@ -273,6 +287,7 @@ impl<'a, T: EmbedsTcp> TcpRef<'a, T> {
 
     /// The descriptor waiting in the owner to be adopted, if any (it stays there).
     #[cfg(unix)]
+    #[inline]
     fn waiting_fd(&self) -> Option<RawFd> {
         let cell = self.owner.unadopted_fd()?;
         let fd = cell.take();
@@ -431,12 +446,13 @@ impl<'a, T: EmbedsTcp> TcpRef<'a, T> {
 
     /// Writes as much of `slices` as the kernel takes right now (`uv_try_write`): the byte
     /// count, `Ok(0)` when it would block.
+    #[inline]
     pub(crate) fn try_write(&self, slices: &[&[u8]]) -> Result<usize, UvError> {
+        let stream = self.live_or("write")? as *mut sys::uv_stream_t;
         #[cfg(unix)]
         if let Some(fd) = self.waiting_fd() {
             return write_fd(fd, slices);
         }
-        let stream = self.stream_or("write")?;
         let rc = if let [only] = slices {
             // One buffer (the common case): no array of MAX_IOVECS to initialise.
             let buf = uv_buf(only);
@@ -629,6 +645,7 @@ impl<'a, T: EmbedsTcp> TcpRef<'a, T> {
 /// Writes what the kernel takes of `slices` to a socket libuv has not adopted, as
 /// `uv_try_write` would: the byte count, `Ok(0)` when it would block.
 #[cfg(unix)]
+#[inline(never)]
 fn write_fd(fd: RawFd, slices: &[&[u8]]) -> Result<usize, UvError> {
     use std::io::{IoSlice, Write};
     // SAFETY: `fd` is the open, non-blocking socket waiting in the owner; ManuallyDrop never
