@@ -227,6 +227,52 @@ fn a_burst_of_connections_is_taken_in_batches_within_max_connections() {
 }
 
 #[test]
+fn connections_taken_in_one_accept_batch_are_served_whether_they_close_or_stay() {
+    // The loop is held while six connections queue with their requests, so one wakeup takes
+    // them all: one through libuv's accept, the rest through the batch, whose sockets are
+    // read and written before libuv has them (on Unix) and go to libuv only to wait.
+    let srv = server(|o| o.accept_batch = 16);
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    srv.on_loop(move || {
+        let _ = held.recv_timeout(Duration::from_secs(10));
+    });
+    let close_request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let mut closing: Vec<Client> = (0..3).map(|_| Client::connect(srv.addr)).collect();
+    let mut staying: Vec<Client> = (0..2).map(|_| Client::connect(srv.addr)).collect();
+    let mut partial = Client::connect(srv.addr);
+    for c in &mut closing {
+        c.send(close_request);
+    }
+    for c in &mut staying {
+        c.send(&get("/"));
+    }
+    // Half a head: the rest can only be read by waiting, which needs libuv.
+    partial.send(b"GET / HTTP/1.1\r\nHo");
+    release.send(()).unwrap();
+    for c in &mut closing {
+        let r = c.read_reply();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body_str(), "Hello, World!");
+        assert!(r.closes(), "{:?}", r.headers);
+        c.expect_clean_close();
+    }
+    for c in &mut staying {
+        assert_eq!(c.read_reply().status, 200);
+        // The second request arrives later: the socket waits for it through libuv.
+        let r = c.request(&get("/"));
+        assert_eq!(r.status, 200);
+        assert!(!r.closes());
+    }
+    partial.send(b"st: x\r\n\r\n");
+    let r = partial.read_reply();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body_str(), "Hello, World!");
+    drop((staying, partial));
+    srv.wait_connections(|n| n == 0, "every connection closed");
+    srv.stop();
+}
+
+#[test]
 fn over_max_connections_with_pause_accepting() {
     let srv = server(|o| {
         o.max_connections = 1;
