@@ -210,7 +210,9 @@ impl TcpSocket {
         Ok(sock)
     }
 
-    /// Adopts an accepted std stream (e.g. from an acceptor thread).
+    /// Adopts an accepted std stream (e.g. from an acceptor thread). The stream is made
+    /// non-blocking and, like a batch-accepted socket, goes to libuv only when something needs
+    /// libuv's stream (see `uv::tcp`, "Deferred adoption").
     #[cfg(unix)]
     pub fn from_std(lp: Loop, stream: std::net::TcpStream) -> Result<Rc<TcpSocket>, UvError> {
         let sock = TcpSocket::open(lp)?;

@@ -352,13 +352,17 @@ impl<'a, T: EmbedsTcp> TcpRef<'a, T> {
         Ok(())
     }
 
-    /// Adopts an accepted std stream (made non-blocking), e.g. from an acceptor thread.
+    /// Takes an accepted std stream (made non-blocking), e.g. from an acceptor thread: it
+    /// waits in the owner when the owner has a place for it, as a batch-accepted socket does.
     #[cfg(unix)]
     pub(crate) fn adopt_std_stream(&self, stream: std::net::TcpStream) -> Result<(), UvError> {
         stream.set_nonblocking(true).map_err(|e| {
             UvError::with_context(sys::uv_errno_t_UV_EINVAL, format!("adopt socket: {e}"))
         })?;
-        self.adopt_fd(stream.into())
+        self.adopt_accepted(AcceptedFd {
+            fd: stream.into(),
+            nonblocking: true,
+        })
     }
 
     /// Connects to `addr`; `on_connect` runs once with the outcome, unless the handle is closed
