@@ -678,65 +678,78 @@ fn write_fd(fd: RawFd, slices: &[&[u8]]) -> Result<usize, UvError> {
     }
 }
 
-/// Accepts one connection from the non-blocking listening socket `fd`, itself non-blocking
-/// and close-on-exec (`accept4`: one system call, where `accept` plus `uv_tcp_open` make two).
-#[cfg(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "netbsd",
-    target_os = "openbsd"
-))]
-fn accept_nonblocking(fd: RawFd) -> std::io::Result<AcceptedFd> {
-    loop {
-        // SAFETY: `fd` is the open listening socket libuv owns; null address pointers ask
-        // for no peer address; the flags are accept4's own.
-        let rc = unsafe {
-            libc::accept4(
-                fd,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            )
-        };
-        if rc >= 0 {
-            // SAFETY: accept4 returned a new descriptor that nothing else owns.
-            let fd = unsafe { OwnedFd::from_raw_fd(rc) };
-            return Ok(AcceptedFd {
-                fd,
-                nonblocking: true,
-            });
-        }
-        let err = std::io::Error::last_os_error();
-        if err.kind() != std::io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
+/// Items for the systems that have `accept4` and for the Unix systems that do not, with the
+/// list of the former written once.
+macro_rules! by_accept4 {
+    (with: $with:item without: $without:item) => {
+        #[cfg(any(
+            target_os = "linux",
+            target_os = "android",
+            target_os = "freebsd",
+            target_os = "dragonfly",
+            target_os = "netbsd",
+            target_os = "openbsd"
+        ))]
+        $with
+        #[cfg(all(
+            unix,
+            not(any(
+                target_os = "linux",
+                target_os = "android",
+                target_os = "freebsd",
+                target_os = "dragonfly",
+                target_os = "netbsd",
+                target_os = "openbsd"
+            ))
+        ))]
+        $without
+    };
 }
 
-/// Accepts one connection from the non-blocking listening socket `fd` with std's `accept`,
-/// where the OS has no `accept4`: the socket comes out blocking, for libuv to adopt at once.
-#[cfg(all(
-    unix,
-    not(any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "freebsd",
-        target_os = "dragonfly",
-        target_os = "netbsd",
-        target_os = "openbsd"
-    ))
-))]
-fn accept_nonblocking(fd: RawFd) -> std::io::Result<AcceptedFd> {
-    // SAFETY: `fd` is the open listening socket libuv owns; ManuallyDrop never closes it,
-    // and it is only used for this accept.
-    let listener = ManuallyDrop::new(unsafe { std::net::TcpListener::from_raw_fd(fd) });
-    let (stream, _) = listener.accept()?;
-    Ok(AcceptedFd {
-        fd: stream.into(),
-        nonblocking: false,
-    })
+by_accept4! {
+    with:
+    /// Accepts one connection from the non-blocking listening socket `fd`, itself
+    /// non-blocking and close-on-exec, as libuv's own accept does (`accept4`: one system
+    /// call, where `accept` plus `uv_tcp_open` make two).
+    fn accept_one(fd: RawFd) -> std::io::Result<AcceptedFd> {
+        loop {
+            // SAFETY: `fd` is the open listening socket libuv owns; null address pointers
+            // ask for no peer address; the flags are accept4's own.
+            let rc = unsafe {
+                libc::accept4(
+                    fd,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                )
+            };
+            if rc >= 0 {
+                // SAFETY: accept4 returned a new descriptor that nothing else owns.
+                let fd = unsafe { OwnedFd::from_raw_fd(rc) };
+                return Ok(AcceptedFd {
+                    fd,
+                    nonblocking: true,
+                });
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+    without:
+    /// Accepts one connection from the non-blocking listening socket `fd` with std's
+    /// `accept`: the socket comes out blocking, for libuv to adopt at once.
+    fn accept_one(fd: RawFd) -> std::io::Result<AcceptedFd> {
+        // SAFETY: `fd` is the open listening socket libuv owns; ManuallyDrop never closes
+        // it, and it is only used for this accept.
+        let listener = ManuallyDrop::new(unsafe { std::net::TcpListener::from_raw_fd(fd) });
+        let (stream, _) = listener.accept()?;
+        Ok(AcceptedFd {
+            fd: stream.into(),
+            nonblocking: false,
+        })
+    }
 }
 
 /// Runs `f` on a socket libuv has not adopted, as a borrowed std stream.
@@ -979,8 +992,7 @@ impl TcpHandle {
     #[cfg(unix)]
     pub(crate) fn accept_pending(&self) -> Result<Option<AcceptedFd>, UvError> {
         let fd = self.tcp().os_fd("accept")?;
-        let accepted = accept_nonblocking(fd);
-        match accepted {
+        match accept_one(fd) {
             Ok(accepted) => Ok(Some(accepted)),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
             Err(e) => Err(UvError::with_context(
