@@ -507,7 +507,7 @@ impl ServerShared {
     }
 
     /// Puts an exchange back for reuse if nobody else holds it; otherwise lets it go.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn recycle_exchange(&self, ex: Rc<ServerConnection>) {
         // Only the last strong reference may recycle (the object's own `Weak` to itself, used
         // by `defer()`, does not count), and never while the application holds a handle.
@@ -519,6 +519,7 @@ impl ServerShared {
         self.pool_exchange(ex);
     }
 
+    #[inline(never)]
     fn pool_exchange(&self, ex: Rc<ServerConnection>) {
         ex.reset();
         let mut pool = self.exchange_pool.borrow_mut();
