@@ -274,16 +274,19 @@ impl TcpSocket {
     }
 
     /// Queues copies of `first` then `second`: appended to the last buffer when they fit
-    /// (small writes coalesce), else in a fresh one.
-    fn queue_pair(&self, first: &[u8], second: &[u8]) {
+    /// (small writes coalesce), else in a fresh one. Returns the bytes queued now, pending
+    /// and in flight, for [`note_queue_growth_to`](Self::note_queue_growth_to): read while
+    /// the queue is out of its cell, rather than taken out again for it.
+    fn queue_pair(&self, first: &[u8], second: &[u8]) -> usize {
         self.with_out(|out| {
             let total = first.len() + second.len();
             out.pending_bytes += total;
+            let queued = out.pending_bytes + out.in_flight_bytes;
             if let Some(OwnedBuf::Vec(last)) = out.pending.back_mut() {
                 if last.len() + total <= COALESCE_LIMIT.max(last.capacity()) {
                     last.extend_from_slice(first);
                     last.extend_from_slice(second);
-                    return;
+                    return queued;
                 }
             }
             let mut v = out.fresh_buffer();
@@ -291,7 +294,8 @@ impl TcpSocket {
             v.extend_from_slice(first);
             v.extend_from_slice(second);
             out.pending.push_back(OwnedBuf::Vec(v));
-        });
+            queued
+        })
     }
 
     /// Appends produced bytes to the last queued buffer (coalescing like `queue_pair`).
@@ -326,6 +330,19 @@ impl TcpSocket {
     #[inline]
     fn queued_more(&self) {
         self.note_queue_growth();
+        self.flush_unless_corked();
+    }
+
+    /// [`queued_more`](Self::queued_more) when the caller knows how much is queued.
+    #[inline]
+    fn queued_more_to(&self, queued: usize) {
+        self.note_queue_growth_to(queued);
+        self.flush_unless_corked();
+    }
+
+    /// Writes what is queued now, unless a cork holds the queue for more.
+    #[inline]
+    fn flush_unless_corked(&self) {
         if self.corks.get() == 0 {
             if let Err(e) = self.flush() {
                 log::debug!("write failed: {e}");
@@ -344,6 +361,14 @@ impl TcpSocket {
 
     fn note_queue_growth(&self) {
         if !self.flag(OVER_HIGH_WATER) && self.queued() >= self.high_water() {
+            self.set_flag(OVER_HIGH_WATER, true);
+        }
+    }
+
+    /// [`note_queue_growth`](Self::note_queue_growth) with the queued bytes at hand.
+    #[inline]
+    fn note_queue_growth_to(&self, queued: usize) {
+        if !self.flag(OVER_HIGH_WATER) && queued >= self.high_water() {
             self.set_flag(OVER_HIGH_WATER, true);
         }
     }
@@ -566,8 +591,8 @@ impl Socket for TcpSocket {
         if self.state.get() != State::Open || first.len() + second.len() == 0 {
             return;
         }
-        self.queue_pair(first, second);
-        self.queued_more();
+        let queued = self.queue_pair(first, second);
+        self.queued_more_to(queued);
     }
 
     fn write_with(&self, fill: &mut dyn FnMut(&mut Vec<u8>)) {
