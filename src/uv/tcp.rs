@@ -682,26 +682,23 @@ fn write_fd(fd: RawFd, slices: &[&[u8]]) -> Result<usize, UvError> {
 /// list of the former written once.
 macro_rules! by_accept4 {
     (with: $with:item without: $without:item) => {
-        #[cfg(any(
-            target_os = "linux",
-            target_os = "android",
-            target_os = "freebsd",
-            target_os = "dragonfly",
-            target_os = "netbsd",
-            target_os = "openbsd"
-        ))]
-        $with
-        #[cfg(all(
-            unix,
-            not(any(
+        by_accept4! {
+            systems: [
                 target_os = "linux",
                 target_os = "android",
                 target_os = "freebsd",
                 target_os = "dragonfly",
                 target_os = "netbsd",
                 target_os = "openbsd"
-            ))
-        ))]
+            ]
+            with: $with
+            without: $without
+        }
+    };
+    (systems: [$($system:meta),*] with: $with:item without: $without:item) => {
+        #[cfg(any($($system),*))]
+        $with
+        #[cfg(all(unix, not(any($($system),*))))]
         $without
     };
 }
